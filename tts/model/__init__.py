@@ -1,0 +1,4 @@
+"""One model definition for policy, verifiers and revision model."""
+from tts.model.config import ModelConfig
+from tts.model.kv_cache import KVCache, gather_rows, init_cache
+from tts.model.transformer import Output, Transformer

@@ -1,0 +1,63 @@
+"""Sharding as data: logical axis names on parameters, rules from the config, one mesh.
+
+The t5x/MaxText convention without t5x: each parameter names its dimensions
+(`embed`, `mlp`, `heads`, `kv_heads`, `head_dim`, `vocab`, `norm`), the config maps each
+name to a mesh axis (or None), and `param_shardings` turns that into NamedShardings.
+"""
+import math
+from typing import Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """mesh_cfg has one size per axis in MESH_AXES; one size may be -1 (all remaining devices)."""
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+  if -1 in sizes:
+    known = math.prod(s for s in sizes if s != -1)
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(
+        f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
+        f"{len(devices)} are visible; set --config.mesh.data=-1 to use all of them")
+  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+
+
+def logical_to_spec(axes: Sequence[str | None], rules, shape=None, mesh: Mesh | None = None):
+  """Maps logical names to a PartitionSpec. A dimension the mesh axes do not divide is
+  replicated instead (tiny vocabularies, odd head counts), so any config runs on any mesh."""
+  table = {name: mesh_axes for name, mesh_axes in rules}
+  spec = []
+  for i, name in enumerate(axes):
+    target = table.get(name) if name is not None else None
+    if target is not None and shape is not None and mesh is not None:
+      names = (target,) if isinstance(target, str) else tuple(target)
+      if shape[i] % math.prod(mesh.shape[n] for n in names):
+        target = None
+    spec.append(target)
+  return PartitionSpec(*spec)
+
+
+def _is_variable(x):
+  return isinstance(x, nnx.Variable)
+
+
+def param_shardings(abstract_state, mesh: Mesh, rules):
+  """NamedSharding per parameter of an (abstract) nnx.State, as a pure dict."""
+  def one(var):
+    axes = var.get_metadata().get("logical_axes", (None,) * len(var.shape))
+    return NamedSharding(mesh, logical_to_spec(axes, rules, var.shape, mesh))
+  return nnx.to_pure_dict(jax.tree.map(one, abstract_state, is_leaf=_is_variable))
+
+
+def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
+  """Rows of a batch split over the axes the rules give for `batch`; other dims replicated."""
+  return NamedSharding(mesh, logical_to_spec(("batch",), rules))

@@ -1,0 +1,173 @@
+"""The one Flax NNX transformer behind the policy, the PRM/ORM and the revision model.
+
+Llama style: RMSNorm, rotary positions, SwiGLU, grouped-query attention, optional tied
+embeddings and an optional scalar value head. Every parameter carries `logical_axes`
+metadata; `tts.model.sharding` maps those names to mesh axes with rules from the config.
+"""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tts.model.config import ModelConfig
+from tts.model.kv_cache import KVCache, write_rows
+
+
+def _param(rngs: nnx.Rngs, init, shape, axes):
+  return nnx.Param(init(rngs.params(), shape, jnp.float32), logical_axes=axes)
+
+
+def _dropout(x, rate: float, key):
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def rotary(x, positions, theta: float):
+  """Rotates pairs (i, i + Dh/2) by position-dependent angles. x: [B, T, H, Dh], positions: [B, T]."""
+  half = x.shape[-1] // 2
+  freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions[..., None].astype(jnp.float32) * freqs  # [B, T, half]
+  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+  def __init__(self, dim: int, eps: float, rngs: nnx.Rngs):
+    self.scale = _param(rngs, nnx.initializers.ones, (dim,), ("norm",))
+    self.eps = eps
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (normed * self.scale.value).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+  """Grouped-query attention; with a cache, new keys are written at each row's own length."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    d, h, kv, dh = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    init = nnx.initializers.normal(d ** -0.5)
+    self.q = _param(rngs, init, (d, h, dh), ("embed", "heads", "head_dim"))
+    self.k = _param(rngs, init, (d, kv, dh), ("embed", "kv_heads", "head_dim"))
+    self.v = _param(rngs, init, (d, kv, dh), ("embed", "kv_heads", "head_dim"))
+    self.o = _param(rngs, nnx.initializers.normal((h * dh) ** -0.5), (h, dh, d),
+                    ("heads", "head_dim", "embed"))
+    if cfg.attention_bias:
+      zeros = nnx.initializers.zeros
+      self.q_bias = _param(rngs, zeros, (h, dh), ("heads", "head_dim"))
+      self.k_bias = _param(rngs, zeros, (kv, dh), ("kv_heads", "head_dim"))
+      self.v_bias = _param(rngs, zeros, (kv, dh), ("kv_heads", "head_dim"))
+    self.cfg = cfg
+
+  def __call__(self, x, positions, layer_cache=None):
+    """x: [B, T, D]; positions: int32[B, T]; layer_cache: (keys, values) [B, S, KV, Dh] or None."""
+    cfg = self.cfg
+    q = jnp.einsum("btd,dhk->bthk", x, self.q.value.astype(x.dtype))
+    k = jnp.einsum("btd,dhk->bthk", x, self.k.value.astype(x.dtype))
+    v = jnp.einsum("btd,dhk->bthk", x, self.v.value.astype(x.dtype))
+    if cfg.attention_bias:
+      q, k, v = q + self.q_bias.value, k + self.k_bias.value, v + self.v_bias.value
+    q, k = rotary(q, positions, cfg.rope_theta), rotary(k, positions, cfg.rope_theta)
+    if layer_cache is None:
+      keys, values, key_pos = k, v, positions
+    else:
+      keys = write_rows(layer_cache[0], k, positions[:, 0])
+      values = write_rows(layer_cache[1], v, positions[:, 0])
+      key_pos = jnp.broadcast_to(jnp.arange(keys.shape[1]), keys.shape[:2])
+    b, t, _, dh = q.shape
+    groups = cfg.num_heads // cfg.num_kv_heads
+    q = q.reshape(b, t, cfg.num_kv_heads, groups, dh)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32) * dh ** -0.5
+    causal = key_pos[:, None, :] <= positions[:, :, None]  # [B, T, S]
+    scores = jnp.where(causal[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, values).reshape(b, t, cfg.num_heads, dh)
+    out = jnp.einsum("bthk,hkd->btd", out, self.o.value.astype(x.dtype))
+    return out, (keys, values)
+
+
+class MLP(nnx.Module):
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    init = nnx.initializers.normal(cfg.d_model ** -0.5)
+    self.gate = _param(rngs, init, (cfg.d_model, cfg.d_ff), ("embed", "mlp"))
+    self.up = _param(rngs, init, (cfg.d_model, cfg.d_ff), ("embed", "mlp"))
+    self.down = _param(rngs, nnx.initializers.normal(cfg.d_ff ** -0.5), (cfg.d_ff, cfg.d_model),
+                       ("mlp", "embed"))
+
+  def __call__(self, x):
+    gate = jax.nn.silu(x @ self.gate.value.astype(x.dtype))
+    return (gate * (x @ self.up.value.astype(x.dtype))) @ self.down.value.astype(x.dtype)
+
+
+class Block(nnx.Module):
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs)
+    self.attn = Attention(cfg, rngs)
+    self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs)
+    self.mlp = MLP(cfg, rngs)
+    self.dropout = cfg.dropout
+
+  def __call__(self, x, positions, layer_cache, dropout_key):
+    keys = (None, None) if dropout_key is None else jax.random.split(dropout_key)
+    attn_out, layer_cache = self.attn(self.attn_norm(x), positions, layer_cache)
+    x = x + _dropout(attn_out, self.dropout, keys[0])
+    x = x + _dropout(self.mlp(self.mlp_norm(x)), self.dropout, keys[1])
+    return x, layer_cache
+
+
+class Output(NamedTuple):
+  logits: jax.Array  # float32[B, T, V]
+  values: jax.Array | None  # float32[B, T] value-head logits, verifiers only
+  cache: KVCache | None
+
+
+class Transformer(nnx.Module):
+  """Decoder-only LM. Without a cache it runs a causal forward over [B, T]; with one it
+  appends the T new tokens at each row's `cache.lengths` and attends to everything before."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embed = _param(rngs, nnx.initializers.normal(cfg.d_model ** -0.5), (cfg.vocab_size, cfg.d_model),
+                        ("vocab", "embed"))
+    self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.num_layers)])
+    self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs)
+    if not cfg.tie_embeddings:
+      self.lm_head = _param(rngs, nnx.initializers.normal(cfg.d_model ** -0.5),
+                            (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
+    if cfg.value_head:
+      self.value_w = _param(rngs, nnx.initializers.zeros, (cfg.d_model, 1), ("embed", None))
+      self.value_b = _param(rngs, nnx.initializers.zeros, (1,), (None,))
+
+  def __call__(self, tokens, cache: KVCache | None = None, num_new=None,
+               dropout_key=None) -> Output:
+    """tokens: int32[B, T]; num_new: int32[B], how many of the T tokens are real per row
+    (right padding during a ragged prefill), default T; dropout_key: None for inference."""
+    cfg = self.cfg
+    dtype = jnp.dtype(cfg.dtype)
+    b, t = tokens.shape
+    start = jnp.zeros((b,), jnp.int32) if cache is None else cache.lengths
+    positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
+    x = self.embed.value[tokens].astype(dtype)
+    new_keys, new_values = [], []
+    for i, block in enumerate(self.blocks):
+      layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
+      key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+      x, (k, v) = block(x, positions, layer_cache, key)
+      new_keys.append(k)
+      new_values.append(v)
+    x = self.final_norm(x)
+    head = self.embed.value.T if cfg.tie_embeddings else self.lm_head.value
+    logits = (x @ head.astype(dtype)).astype(jnp.float32)
+    values = None
+    if cfg.value_head:
+      values = (x @ self.value_w.value.astype(dtype))[..., 0].astype(jnp.float32)
+      values = values + self.value_b.value[0]
+    if cache is not None:
+      grown = t if num_new is None else num_new
+      cache = KVCache(jnp.stack(new_keys), jnp.stack(new_values), cache.lengths + grown)
+    return Output(logits, values, cache)

@@ -1,0 +1,124 @@
+"""Orbax checkpoints: the resumable train state, and final parameters with their model config.
+
+A train checkpoint holds params, optimizer state, step and the RNG key; the data position
+is the step (see `batches`). Orbax writes each step to a temporary directory and renames it
+when complete, so a kill mid-save leaves the previous checkpoint intact.
+"""
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from tts.model.config import ModelConfig
+
+
+class CheckpointMismatchError(ValueError):
+  """A stored checkpoint does not fit the model the config describes."""
+
+
+def _path_name(path) -> str:
+  # Orbax stores dict keys as strings: blocks/0/attn/q names the same tensor either way.
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def _flat_shapes(tree) -> dict[str, tuple]:
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {_path_name(path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def check_shapes(stored, expected, where: str):
+  """Names the first tensor whose presence or shape differs, and the fix."""
+  stored, expected = _flat_shapes(stored), _flat_shapes(expected)
+  for name, shape in expected.items():
+    if name not in stored:
+      raise CheckpointMismatchError(
+          f"{where}: tensor {name} is missing from the checkpoint; it was written for a "
+          "different model config. Use the config it was trained with, or --force to retrain")
+    if tuple(stored[name]) != shape:
+      raise CheckpointMismatchError(
+          f"{where}: tensor {name} has shape {tuple(stored[name])} in the checkpoint but "
+          f"{shape} in the config. Use the config it was trained with, or --force to retrain")
+  extra = sorted(set(stored) - set(expected))
+  if extra:
+    raise CheckpointMismatchError(
+        f"{where}: checkpoint has tensor {extra[0]} that the config's model lacks; "
+        "use the config it was trained with, or --force to retrain")
+
+
+class TrainCheckpoints:
+  """Keep-last-N, async train-state checkpoints under `directory`."""
+
+  def __init__(self, directory: str, keep: int):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, meta: dict):
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, step: int, abstract_state):
+    """abstract_state: ShapeDtypeStructs carrying the target shardings."""
+    stored = self.manager.item_metadata(step)["state"]
+    check_shapes(stored["params"], abstract_state["params"], f"{self.directory}/{step}")
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return restored["state"], restored["meta"]
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()
+
+
+def save_params(directory: str, params, model_cfg: ModelConfig):
+  """Final weights plus `model.json`, the unit later stages and `tts export` load."""
+  directory = os.path.abspath(directory)
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(os.path.join(directory, "params"), params, force=True)
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(directory, "model.json"), dataclasses.asdict(model_cfg))
+
+
+def load_model_config(directory: str) -> ModelConfig:
+  path = os.path.join(directory, "model.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: {directory} is not a saved model; run the stage "
+                            "that trains it first")
+  with open(path) as f:
+    return ModelConfig(**json.load(f))
+
+
+def load_params(directory: str, abstract_params):
+  """Restores params into the shardings of `abstract_params`, checking every tensor's shape."""
+  path = os.path.join(os.path.abspath(directory), "params")
+  with ocp.StandardCheckpointer() as ckpt:
+    check_shapes(ckpt.metadata(path).item_metadata.tree, abstract_params, path)
+    return ckpt.restore(path, abstract_params)
+
+
+def write_json_atomic(path: str, obj):
+  """Writes to a temporary name, then renames: readers never see half a file."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _json_default(x):
+  if isinstance(x, (np.integer, np.floating)):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  raise TypeError(f"cannot write {type(x).__name__} to JSON")

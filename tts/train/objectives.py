@@ -1,0 +1,39 @@
+"""Training objectives. Each maps (model, batch, dropout key) to summed loss and weight.
+
+Returning sums rather than means lets the trainer average exactly over gradient
+accumulation micro-batches and over any sharding of the batch.
+"""
+from typing import NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+
+class LossOutput(NamedTuple):
+  total: jax.Array  # float32 scalar: summed per-token (or per-step) loss
+  weight: jax.Array  # float32 scalar: how many terms `total` sums
+  metrics: dict  # name -> summed float32 scalar, averaged by `weight` for logging
+
+
+class Objective(Protocol):
+  batch_fields: tuple[str, ...]
+
+  def __call__(self, model, batch: dict, dropout_key) -> LossOutput: ...
+
+
+class NextTokenLoss:
+  """Cross-entropy on the tokens where loss_mask is 1 (the solution), prompt masked.
+
+  batch: tokens int32[B, T]; loss_mask float32[B, T], 1 where tokens[t] is a target.
+  """
+  batch_fields = ("tokens", "loss_mask")
+
+  def __call__(self, model, batch, dropout_key) -> LossOutput:
+    tokens, mask = batch["tokens"], batch["loss_mask"][:, 1:]
+    logits = model(tokens[:, :-1], dropout_key=dropout_key).logits
+    targets = tokens[:, 1:]
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    return LossOutput(total=jnp.sum(nll * mask), weight=jnp.sum(mask),
+                      metrics={"token_accuracy": jnp.sum(correct * mask)})

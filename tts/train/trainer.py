@@ -1,0 +1,212 @@
+"""One generic sharded trainer: every model in the project trains through `Trainer.fit`.
+
+Objectives differ only in their loss and batch fields (`objectives.py`). The train step is
+one `jax.jit` with explicit in/out shardings over the mesh; parameters are sharded by their
+logical axis names and the config's rules; the optimizer state follows its parameters.
+"""
+import dataclasses
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from tts.model import ModelConfig, Transformer
+from tts.model.sharding import batch_sharding, param_shardings
+from tts.train import batches
+from tts.train.checkpoints import TrainCheckpoints
+from tts.train.config import TrainConfig
+from tts.train.objectives import Objective
+
+
+def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warmup then cosine decay, after global-norm clipping."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.lr, warmup_steps=max(cfg.warmup_steps, 1),
+      decay_steps=max(cfg.steps, cfg.warmup_steps + 1), end_value=cfg.lr * cfg.end_lr_fraction)
+  tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
+                   optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+  return tx, schedule
+
+
+def init_params(model_cfg: ModelConfig, seed: int, shardings):
+  """Random parameters created directly in their shards (never whole on one device)."""
+  def create():
+    return nnx.to_pure_dict(nnx.state(Transformer(model_cfg, nnx.Rngs(seed))))
+  return jax.jit(create, out_shardings=shardings)()
+
+
+class Trainer:
+  """Holds the compiled train/eval steps for one model, objective and mesh."""
+
+  def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, objective: Objective, mesh,
+               rules):
+    self.model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)
+    self.cfg, self.objective, self.mesh = cfg, objective, mesh
+    abstract_model = nnx.eval_shape(lambda: Transformer(self.model_cfg, nnx.Rngs(0)))
+    self.graphdef, abstract_state = nnx.split(abstract_model)
+    self.param_shardings = param_shardings(abstract_state, mesh, rules)
+    self.abstract_params = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        nnx.to_pure_dict(abstract_state), self.param_shardings)
+    self.tx, self.schedule = make_optimizer(cfg)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    abstract_opt = jax.eval_shape(self.tx.init, self.abstract_params)
+    opt_shardings = optax.tree_map_params(
+        self.tx, lambda _, s: s, abstract_opt, self.param_shardings,
+        transform_non_params=lambda _: replicated)
+    self.state_shardings = {"params": self.param_shardings, "opt_state": opt_shardings,
+                            "step": replicated, "rng": replicated}
+    self.batch_sharding = batch_sharding(mesh, rules)
+    batch_shardings = {name: self.batch_sharding for name in objective.batch_fields}
+    self._train_step = jax.jit(
+        self._step, in_shardings=(self.state_shardings, batch_shardings),
+        out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+    self._eval_step = jax.jit(
+        self._eval, in_shardings=(self.param_shardings, batch_shardings), out_shardings=replicated)
+
+  # ---- pure functions, jitted above ----
+
+  def _loss(self, params, batch, key):
+    out = self.objective(nnx.merge(self.graphdef, params), batch, key)
+    return out.total, out
+
+  def _step(self, state, batch):
+    """One optimizer update; grad_accum micro-batches summed exactly before it."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    micro = jax.tree.map(
+        lambda x: x.reshape((self.cfg.grad_accum, -1) + x.shape[1:]), batch)
+    grad_fn = jax.grad(self._loss, has_aux=True)
+
+    def accumulate(carry, inputs):
+      i, micro_batch = inputs
+      grads, out = grad_fn(state["params"], micro_batch, jax.random.fold_in(key, i))
+      return jax.tree.map(jnp.add, carry, (grads, out)), None
+
+    zero_grads = jax.tree.map(jnp.zeros_like, state["params"])
+    zero_out = jax.eval_shape(lambda: grad_fn(state["params"], jax.tree.map(
+        lambda x: x[0], micro), key)[1])
+    zero_out = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero_out)
+    (grads, out), _ = jax.lax.scan(
+        accumulate, (zero_grads, zero_out), (jnp.arange(self.cfg.grad_accum), micro))
+    weight = jnp.maximum(out.weight, 1.0)
+    grads = jax.tree.map(lambda g: g / weight, grads)
+    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+    new_state = {"params": optax.apply_updates(state["params"], updates),
+                 "opt_state": opt_state, "step": state["step"] + 1, "rng": state["rng"]}
+    metrics = {"loss": out.total / weight, "grad_norm": optax.global_norm(grads),
+               "lr": self.schedule(state["step"]), "weight": out.weight,
+               **{k: v / weight for k, v in out.metrics.items()}}
+    return new_state, metrics
+
+  def _eval(self, params, batch):
+    out = self.objective(nnx.merge(self.graphdef, params), batch, None)
+    return {"total": out.total, "weight": out.weight, **out.metrics}
+
+  # ---- the loop: side effects live here ----
+
+  def new_state(self, params=None):
+    """Fresh train state; `params` (e.g. the policy's, for a verifier) or random ones."""
+    if params is None:
+      params = init_params(self.model_cfg, self.cfg.seed, self.param_shardings)
+    else:
+      params = jax.device_put(params, self.param_shardings)
+    rng = jax.random.key_data(jax.random.key(self.cfg.seed))
+    return jax.device_put({
+        "params": params, "opt_state": jax.jit(self.tx.init)(params),
+        "step": jnp.zeros((), jnp.int32), "rng": rng}, self.state_shardings)
+
+  def evaluate(self, params, data: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean loss and metrics over up to eval_batches full batches of `data`."""
+    n = len(next(iter(data.values())))
+    size = min(self.cfg.batch_size, n)
+    size -= size % self.batch_sharding.num_devices if size >= self.batch_sharding.num_devices else 0
+    sums = {}
+    for b in range(min(self.cfg.eval_batches, max(n // size, 1))):
+      rows = np.arange(b * size, (b + 1) * size) % n
+      out = self._eval_step(params, batches.make_global_batch(
+          {k: data[k] for k in self.objective.batch_fields}, rows, self.batch_sharding))
+      for k, v in out.items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+    weight = max(sums.pop("weight"), 1.0)
+    return {"loss" if k == "total" else k: v / weight for k, v in sums.items()}
+
+  def fit(self, train_data: dict[str, np.ndarray], workdir: str, val_data=None,
+          init_params=None, desc: str = "train"):
+    """Trains to cfg.steps, resuming from the latest checkpoint in workdir/checkpoints.
+
+    Returns (params, history): history is the list of eval records.
+    """
+    cfg = self.cfg
+    ckpts = TrainCheckpoints(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    state, start = self.new_state(init_params), 0
+    latest = ckpts.latest_step()
+    if latest is not None:
+      abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                              state, self.state_shardings)
+      state, _ = ckpts.restore(latest, abstract)
+      start = latest
+      _truncate_metrics(metrics_path, start)
+    num_examples = len(next(iter(train_data.values())))
+    fields = {k: train_data[k] for k in self.objective.batch_fields}
+    tokens_per_step = cfg.batch_size * fields["tokens"].shape[1] if "tokens" in fields else 0
+    history, is_main = [], jax.process_index() == 0
+    bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not is_main, dynamic_ncols=True)
+    tick, tick_step, last_good = time.perf_counter(), start, latest
+    for step in range(start, cfg.steps):
+      rows = batches.global_batch_indices(num_examples, cfg.batch_size, step, cfg.seed)
+      state, metrics = self._train_step(
+          state, batches.make_global_batch(fields, rows, self.batch_sharding))
+      done = step + 1
+      if done % cfg.log_every == 0 or done == cfg.steps or done % cfg.checkpoint_every == 0:
+        record = {k: float(v) for k, v in metrics.items()}
+        if not math.isfinite(record["loss"]):
+          ckpts.wait()
+          raise FloatingPointError(
+              f"{desc}: loss is {record['loss']} at step {done}; nothing was saved after the "
+              f"last good checkpoint (step {last_good}) in {ckpts.directory}. Lower train.lr "
+              f"(now {cfg.lr}) or train.clip_norm, then rerun to resume from it")
+        elapsed = time.perf_counter() - tick
+        record.update(step=done, tokens_per_s=tokens_per_step * (done - tick_step) / elapsed)
+        tick, tick_step = time.perf_counter(), done
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+          if val_data is not None:
+            record.update({f"val_{k}": v for k, v in self.evaluate(state["params"], val_data).items()})
+            history.append(record)
+        _append_metrics(metrics_path, record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+      if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        ckpts.save(done, state, {"step": done, "data_position": done * cfg.batch_size,
+                                 "seed": cfg.seed})
+        last_good = done
+      bar.update(1)
+    bar.close()
+    ckpts.wait()
+    ckpts.close()
+    return state["params"], history
+
+
+def _append_metrics(path: str, record: dict):
+  if jax.process_index() == 0:
+    with open(path, "a") as f:
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _truncate_metrics(path: str, step: int):
+  """On resume, drop records logged after the restored step: they will be logged again."""
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  with open(path) as f:
+    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
