@@ -1,0 +1,110 @@
+"""The `tts` command.
+
+  tts run configs/demo.py --workdir runs/demo [--only STAGE] [--force] [--config.a.b=value ...]
+
+Multi-host: pass --distributed on every host (TPU pods and SLURM clusters are detected by
+`jax.distributed.initialize()`), or the explicit --coordinator/--num_processes/--process_id.
+"""
+import argparse
+import ast
+import difflib
+import importlib.util
+import os
+import sys
+
+import ml_collections
+
+DEFAULT_CONFIG = "configs/demo.py"
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file {path} not found; pass a path such as {DEFAULT_CONFIG}")
+  spec = importlib.util.spec_from_file_location("tts_user_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise AttributeError(f"{path} defines no get_config(); it must return a ConfigDict")
+  return module.get_config()
+
+
+def _parse_value(text: str, current):
+  """Reads a command-line value as the type of the field it replaces."""
+  if isinstance(current, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected true or false, got {text!r}")
+  if isinstance(current, str) or current is None:
+    return text
+  if isinstance(current, (int, float)):
+    return type(current)(float(text)) if isinstance(current, int) and "e" in text.lower() \
+        else type(current)(text)
+  return ast.literal_eval(text)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str], source: str):
+  """Applies --config.a.b=value; an unknown key is an error that suggests the closest one."""
+  for item in overrides:
+    if not item.startswith("--config.") or "=" not in item:
+      raise ValueError(f"unrecognised argument {item!r}; overrides look like "
+                       "--config.policy.small.steps=100")
+    dotted, text = item[len("--config."):].split("=", 1)
+    node, parts = config, dotted.split(".")
+    for depth, part in enumerate(parts):
+      keys = list(node.keys()) if hasattr(node, "keys") else []
+      if part not in keys:
+        where = ".".join(parts[:depth]) or "the top level"
+        close = difflib.get_close_matches(part, keys, n=1)
+        hint = f"; did you mean {'.'.join(parts[:depth] + close)}?" if close else ""
+        raise KeyError(f"unknown config key {dotted!r} ({source} has no {part!r} under "
+                       f"{where}){hint}")
+      if depth < len(parts) - 1:
+        node = node[part]
+    try:
+      node[parts[-1]] = _parse_value(text, node[parts[-1]])
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"--config.{dotted}: {e}") from None
+  return config
+
+
+def _init_distributed(args):
+  import jax
+  if args.coordinator:
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  elif args.distributed:
+    jax.distributed.initialize()
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog="tts", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+  run = sub.add_parser("run", help="run an experiment's stages in order")
+  run.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+  run.add_argument("--workdir", default="runs/demo")
+  run.add_argument("--only", help="run just this stage (its inputs must be done)")
+  run.add_argument("--force", action="store_true", help="redo stages even if done")
+  run.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() (TPU pod, SLURM)")
+  run.add_argument("--coordinator", help="host:port of process 0, for manual multi-host")
+  run.add_argument("--num_processes", type=int)
+  run.add_argument("--process_id", type=int)
+  args, overrides = parser.parse_known_args(argv)
+
+  try:
+    config = apply_overrides(load_config(args.config), overrides, args.config)
+  except (FileNotFoundError, KeyError, ValueError, AttributeError) as e:
+    parser.exit(2, f"tts: error: {e.args[0] if e.args else e}\n")
+  _init_distributed(args)
+  from tts import experiment  # imports jax and the stages; after argument errors are shown
+  try:
+    summary = experiment.run(config, args.workdir, only=args.only, force=args.force)
+  except experiment.USER_ERRORS as e:
+    parser.exit(1, f"tts: error: {e}\n")
+  print(f"tts: finished; stage summaries in {summary}")
+
+
+if __name__ == "__main__":
+  sys.exit(main())

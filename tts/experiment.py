@@ -1,0 +1,37 @@
+"""An experiment: the ordered stages, the resolved config saved beside them, one entry point.
+
+Later issues append their stages (label, prm, orm, revision, search, ...) to STAGES.
+"""
+import os
+
+import jax
+
+from tts import pipeline
+from tts.data.errors import DataError
+from tts.stages import data, policy
+from tts.train.checkpoints import CheckpointMismatchError, write_json_atomic
+
+STAGES = [
+    pipeline.Stage("data", data.run, config_keys=("task", "data")),
+    pipeline.Stage("policy", policy.run, deps=("data",),
+                   config_keys=("task", "data", "models", "policy", "policy_eval", "seed",
+                                "logical_axis_rules")),
+]
+
+# Errors a user can act on: shown as one line by the CLI, not a traceback.
+USER_ERRORS = (pipeline.StageConfigChanged, DataError, CheckpointMismatchError,
+               FloatingPointError, FileNotFoundError, ValueError, KeyError)
+
+
+def run(config, workdir: str, only: str | None = None, force: bool = False) -> str:
+  """Runs the stages; returns the path of the run summary (stage -> summary)."""
+  os.makedirs(workdir, exist_ok=True)
+  ctx = pipeline.Context(config=config, workdir=workdir)
+  if ctx.is_main:
+    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+  summaries = pipeline.run_stages(STAGES, ctx, only=only, force=force)
+  path = os.path.join(workdir, "summary.json")
+  if ctx.is_main:
+    write_json_atomic(path, {"stages": summaries, "processes": jax.process_count(),
+                             "devices": jax.device_count()})
+  return path

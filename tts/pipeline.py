@@ -1,0 +1,123 @@
+"""The stages of an experiment, their artifacts in the workdir, skip and resume.
+
+Each stage owns `workdir/<stage>/`. It is done when `done.json` there records the
+fingerprint of the config sections it reads and of the stages it depends on. A done stage
+with the same fingerprint is skipped; one made with a different config is never silently
+overwritten: the run stops and names the changed fields (`--force` redoes it). A stage that
+was killed resumes: its trainers restore their checkpoints, its samplers skip finished shards.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from typing import Callable
+
+import jax
+import ml_collections
+
+from tts.train.checkpoints import write_json_atomic
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  name: str
+  run: Callable[["Context"], dict]  # returns a small summary, stored in done.json
+  config_keys: tuple[str, ...]  # top-level config sections the result depends on
+  deps: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class Context:
+  config: ml_collections.ConfigDict
+  workdir: str
+
+  def stage_dir(self, name: str) -> str:
+    return os.path.join(self.workdir, name)
+
+  @property
+  def is_main(self) -> bool:
+    return jax.process_index() == 0
+
+
+class StageConfigChanged(RuntimeError):
+  pass
+
+
+def _section(config, key):
+  value = config[key]
+  return value.to_dict() if hasattr(value, "to_dict") else value
+
+
+def fingerprint(stage: Stage, config, dep_prints: dict[str, str]) -> tuple[str, dict]:
+  inputs = {"config": {k: _section(config, k) for k in stage.config_keys},
+            "deps": {d: dep_prints[d] for d in stage.deps}}
+  text = json.dumps(inputs, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16], inputs
+
+
+def _changed_fields(old: dict, new: dict, prefix="") -> list[str]:
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _changed_fields(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return out
+
+
+def _read_json(path):
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force: bool = False,
+               log=print) -> dict[str, dict]:
+  """Runs the stages in order (or just `only`), skipping the ones already done."""
+  names = [s.name for s in stages]
+  if only is not None and only not in names:
+    raise ValueError(f"--only {only}: no such stage; stages are {', '.join(names)}")
+  prints, summaries = {}, {}
+  for stage in stages:
+    fp, inputs = fingerprint(stage, ctx.config, prints)
+    prints[stage.name] = fp
+    if only is not None and stage.name != only:
+      continue
+    directory = ctx.stage_dir(stage.name)
+    record = _read_json(os.path.join(directory, "done.json")) or _read_json(
+        os.path.join(directory, "started.json"))
+    if record and record["fingerprint"] != fp:
+      if not force:
+        changed = _changed_fields(record["inputs"], inputs)
+        raise StageConfigChanged(
+            f"stage '{stage.name}' in {directory} was made with a different config "
+            f"({'; '.join(changed[:5])}). Its files are kept. Rerun with --force to redo it, "
+            "or use a new --workdir")
+    elif record and "summary" in record and not force:
+      log(f"[{stage.name}] done already, skipped ({directory}/done.json)")
+      summaries[stage.name] = record["summary"]
+      continue
+    for dep in stage.deps:
+      if not os.path.exists(os.path.join(ctx.stage_dir(dep), "done.json")):
+        raise RuntimeError(f"stage '{stage.name}' needs stage '{dep}', which is not done in "
+                           f"{ctx.workdir}; run without --only first")
+    if force and record and ctx.is_main:
+      shutil.rmtree(directory)
+    if ctx.is_main:
+      write_json_atomic(os.path.join(directory, "started.json"),
+                        {"fingerprint": fp, "inputs": inputs})
+    log(f"[{stage.name}] running")
+    start = time.time()
+    summary = stage.run(ctx)
+    elapsed = time.time() - start
+    if ctx.is_main:
+      write_json_atomic(os.path.join(directory, "done.json"),
+                        {"fingerprint": fp, "inputs": inputs, "summary": summary,
+                         "seconds": round(elapsed, 1)})
+    log(f"[{stage.name}] done in {elapsed:.0f} s")
+    summaries[stage.name] = summary
+  return summaries

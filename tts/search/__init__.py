@@ -1,0 +1,1 @@
+"""Decoding and search: one jitted sampler that every method builds on."""

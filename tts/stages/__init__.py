@@ -1,0 +1,1 @@
+"""Stage implementations; `tts.experiment` lists them in order."""

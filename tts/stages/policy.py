@@ -1,0 +1,112 @@
+"""`policy` stage: train the small policy and the 14x model on the same tokens, then measure
+them: greedy accuracy of both on test questions, and the small policy's per-question pass@1
+spread (the room test-time compute has to work with).
+"""
+import os
+
+import jax
+import numpy as np
+from flax import nnx
+
+from tts import config_schema
+from tts.data.tasks import make_task
+from tts.model import ModelConfig, Transformer
+from tts.model.sharding import make_mesh
+from tts.search.sampler import SamplingConfig, sample_all
+from tts.stages.data import read_split
+from tts.train.checkpoints import save_params, write_json_atomic
+from tts.train.config import TrainConfig
+from tts.train.objectives import NextTokenLoss
+from tts.train.trainer import Trainer
+
+MODEL_NAMES = ("small", "large")
+
+
+def lm_arrays(records: list[dict], max_len: int, pad_id: int) -> dict[str, np.ndarray]:
+  """tokens int32[N, max_len] (prompt then target, right-padded) and loss_mask on targets.
+
+  Examples longer than max_len are an error: silently dropping them would bias training.
+  """
+  tokens = np.full((len(records), max_len), pad_id, np.int32)
+  mask = np.zeros((len(records), max_len), np.float32)
+  for i, r in enumerate(records):
+    seq = r["prompt_ids"] + r["target_ids"]
+    if len(seq) > max_len:
+      raise ValueError(f"example {r['id']} has {len(seq)} tokens > data.max_len={max_len}; "
+                       f"raise data.max_len to at least {len(seq)}")
+    tokens[i, :len(seq)] = seq
+    mask[i, len(r["prompt_ids"]):len(seq)] = 1.0
+  return {"tokens": tokens, "loss_mask": mask}
+
+
+def model_config(cfg, name: str, vocab_size: int, **overrides) -> ModelConfig:
+  return config_schema.build(ModelConfig, cfg.models[name], f"models.{name}",
+                             vocab_size=vocab_size, **overrides)
+
+
+def pass_rates(task, graphdef, params, questions: list[dict], samples: int, eval_cfg,
+               seed: int) -> np.ndarray:
+  """Fraction of `samples` completions per question that the grader accepts: float[Q]."""
+  sampling = SamplingConfig(temperature=eval_cfg.temperature,
+                            max_new_tokens=eval_cfg.max_new_tokens)
+  if samples == 1 and eval_cfg.temperature == 0.0:
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=eval_cfg.max_new_tokens)
+  prompts = [q["prompt_ids"] for q in questions for _ in range(samples)]
+  keys = jax.random.split(jax.random.key(seed), len(prompts))
+  outs = sample_all(graphdef, params, prompts, keys, sampling, (task.vocab.eos_id,),
+                    task.vocab.pad_id, eval_cfg.batch_size)
+  correct = [task.is_correct(task.vocab.decode(o), q)
+             for q, o in zip([q for q in questions for _ in range(samples)], outs)]
+  return np.asarray(correct, np.float32).reshape(len(questions), samples).mean(axis=1)
+
+
+def quintile_means(values: np.ndarray) -> list[float]:
+  """Mean of `values` in five equal-count bins, easiest (highest) first."""
+  order = np.argsort(-values, kind="stable")
+  return [float(values[part].mean()) for part in np.array_split(order, 5)]
+
+
+def run(ctx) -> dict:
+  cfg = ctx.config
+  task = make_task(cfg.task)
+  mesh = make_mesh(cfg.mesh)
+  pad = task.vocab.pad_id
+  train = lm_arrays(read_split(ctx.workdir, "train"), cfg.data.max_len, pad)
+  val = lm_arrays(read_split(ctx.workdir, "val"), cfg.data.max_len, pad)
+  test = read_split(ctx.workdir, "test")[:cfg.policy_eval.num_questions]
+  summary = {}
+  for name in MODEL_NAMES:
+    directory = os.path.join(ctx.stage_dir("policy"), name)
+    model_cfg = model_config(cfg, name, task.vocab.vocab_size)
+    train_cfg = config_schema.build(TrainConfig, cfg.policy[name], f"policy.{name}")
+    trainer = Trainer(model_cfg, train_cfg, NextTokenLoss(), mesh, cfg.logical_axis_rules)
+    params, history = trainer.fit(train, directory, val_data=val, desc=f"policy/{name}")
+    save_params(os.path.join(directory, "final"), params, model_cfg)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0))))
+    greedy = pass_rates(task, graphdef, params, test, 1, _greedy(cfg.policy_eval), cfg.seed)
+    result = {"params": model_cfg.num_params, "val_loss": history[-1]["val_loss"],
+              "greedy_accuracy": float(greedy.mean()),
+              "greedy_by_difficulty": _by_difficulty(test, greedy)}
+    if name == "small":
+      rates = pass_rates(task, graphdef, params, test, cfg.policy_eval.samples,
+                         cfg.policy_eval, cfg.seed + 1)
+      result.update(pass1=float(rates.mean()), pass1_by_quintile=quintile_means(rates),
+                    pass1_by_difficulty=_by_difficulty(test, rates))
+    if ctx.is_main:
+      write_json_atomic(os.path.join(directory, "eval.json"), result)
+    summary[name] = result
+  summary["param_ratio"] = summary["large"]["params"] / summary["small"]["params"]
+  return summary
+
+
+def _greedy(eval_cfg):
+  greedy = eval_cfg.copy_and_resolve_references()
+  greedy.temperature = 0.0
+  return greedy
+
+
+def _by_difficulty(questions, values) -> dict[str, float]:
+  groups = {}
+  for q, v in zip(questions, values):
+    groups.setdefault(str(q["difficulty"]), []).append(float(v))
+  return {k: round(float(np.mean(v)), 4) for k, v in sorted(groups.items(), key=lambda kv: int(kv[0]))}
