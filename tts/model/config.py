@@ -24,6 +24,10 @@ class ModelConfig:
   def __post_init__(self):
     if not self.head_dim:
       object.__setattr__(self, "head_dim", self.d_model // self.num_heads)
+    if self.head_dim % 2:
+      raise ValueError(
+          f"model head_dim={self.head_dim} (d_model / num_heads) is odd; rotary embeddings "
+          "rotate pairs of dimensions: pick num_heads so d_model / num_heads is even")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
           f"model.num_heads={self.num_heads} is not a multiple of "

@@ -54,8 +54,9 @@ class TrainCheckpoints:
   def __init__(self, directory: str, keep: int):
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True)
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
     self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=("state", "meta"))
+                                         item_handlers=handlers)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

@@ -1,0 +1,92 @@
+"""Train-step throughput and model FLOPs utilisation (MFU) of the demo's small and large models.
+
+  python scripts/bench_train.py [--config configs/demo.py] [--steps 10]
+
+MFU = 6 * params * tokens/s / peak, where peak is the best f32 matmul rate measured in this
+same run (square matmuls through jax.jit), so the ratio is machine-independent. Attention
+score FLOPs are not in 6*N*D; they are printed beside it.
+"""
+import argparse
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tts import config_schema
+from tts.cli import load_config
+from tts.data.tasks import make_task
+from tts.model.sharding import make_mesh
+from tts.stages.policy import model_config
+from tts.train.config import TrainConfig
+from tts.train.objectives import NextTokenLoss
+from tts.train.trainer import Trainer
+
+
+def matmul_peak(sizes=(512, 1024, 2048), repeats=5) -> tuple[float, int]:
+  """Best measured f32 GFLOP/s over a few square sizes."""
+  best = (0.0, 0)
+  for n in sizes:
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+      t = time.perf_counter()
+      f(a).block_until_ready()
+      times.append(time.perf_counter() - t)
+    best = max(best, (2 * n ** 3 / min(times) / 1e9, n))
+  return best
+
+
+def bench_model(cfg, name, steps: int) -> dict:
+  task = make_task(cfg.task)
+  model_cfg = model_config(cfg, name, task.vocab.vocab_size)
+  train_cfg = config_schema.build(TrainConfig, cfg.policy[name], f"policy.{name}")
+  mesh = make_mesh(cfg.mesh)
+  trainer = Trainer(model_cfg, train_cfg, NextTokenLoss(), mesh, cfg.logical_axis_rules)
+  batch_size, seq = train_cfg.batch_size, cfg.data.max_len
+  rng = np.random.default_rng(0)
+  batch = {"tokens": rng.integers(3, model_cfg.vocab_size, (batch_size, seq)).astype(np.int32),
+           "loss_mask": np.ones((batch_size, seq), np.float32)}
+  batch = jax.device_put(batch, trainer.batch_sharding)
+  state = trainer.new_state()
+  state, m = trainer._train_step(state, batch)  # compile
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, m = trainer._train_step(state, batch)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  step_s = float(np.median(times))
+  tokens = batch_size * seq
+  n = model_cfg.num_params
+  attn = 6 * model_cfg.num_layers * seq * model_cfg.num_heads * model_cfg.head_dim  # per token
+  return {"name": name, "params": n, "batch": f"{batch_size}x{seq}", "step_s": step_s,
+          "tokens_per_s": tokens / step_s, "gflops": 6 * n * tokens / step_s / 1e9,
+          "attn_gflops": attn * tokens / step_s / 1e9}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--config", default="configs/demo.py")
+  parser.add_argument("--steps", type=int, default=10)
+  args = parser.parse_args()
+  cfg = load_config(args.config)
+  peak, size = matmul_peak()
+  print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, jax {jax.__version__}")
+  print(f"matmul peak: {peak:.1f} GFLOP/s (f32, {size}^3)")
+  print(f"{'model':6} {'params':>9} {'batch':>8} {'step ms':>8} {'tokens/s':>9} "
+        f"{'GFLOP/s':>8} {'MFU':>6} {'+attn MFU':>9}")
+  for name in ("small", "large"):
+    r = bench_model(cfg, name, args.steps)
+    print(f"{r['name']:6} {r['params']:9d} {r['batch']:>8} {r['step_s'] * 1e3:8.1f} "
+          f"{r['tokens_per_s']:9.0f} {r['gflops']:8.1f} {r['gflops'] / peak:6.1%} "
+          f"{(r['gflops'] + r['attn_gflops']) / peak:9.1%}")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
