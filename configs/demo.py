@@ -24,7 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Left-to-right arithmetic chains mod a prime; difficulty = number of operations.
   c.task = dict(kind="chain", modulus=17, min_ops=1, max_ops=12,
                 num_train=20_000, num_val=256, num_test=500, seed=0)
-  c.data = dict(source="seqio", max_len=104)  # tokens per training sequence, prompt + solution
+  # Training rows of max_len tokens; pack=True puts several examples in a row (no padding
+  # waste), so batch_size counts rows, not examples.
+  c.data = dict(source="seqio", max_len=104, pack=True)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   c.logical_axis_rules = LOGICAL_AXIS_RULES
   # The small policy and a model with 14x (+-1x) its parameters, trained on the same tokens.

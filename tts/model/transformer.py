@@ -43,7 +43,7 @@ class RMSNorm(nnx.Module):
   def __call__(self, x):
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (normed * self.scale.value).astype(x.dtype)
+    return (normed * self.scale[...]).astype(x.dtype)
 
 
 class Attention(nnx.Module):
@@ -64,14 +64,15 @@ class Attention(nnx.Module):
       self.v_bias = _param(rngs, zeros, (kv, dh), ("kv_heads", "head_dim"))
     self.cfg = cfg
 
-  def __call__(self, x, positions, layer_cache=None):
-    """x: [B, T, D]; positions: int32[B, T]; layer_cache: (keys, values) [B, S, KV, Dh] or None."""
+  def __call__(self, x, positions, layer_cache=None, segment_ids=None):
+    """x: [B, T, D]; positions: int32[B, T]; layer_cache: (keys, values) [B, S, KV, Dh] or None;
+    segment_ids: int32[B, T] (packed rows, no cache): tokens attend only within their segment."""
     cfg = self.cfg
-    q = jnp.einsum("btd,dhk->bthk", x, self.q.value.astype(x.dtype))
-    k = jnp.einsum("btd,dhk->bthk", x, self.k.value.astype(x.dtype))
-    v = jnp.einsum("btd,dhk->bthk", x, self.v.value.astype(x.dtype))
+    q = jnp.einsum("btd,dhk->bthk", x, self.q[...].astype(x.dtype))
+    k = jnp.einsum("btd,dhk->bthk", x, self.k[...].astype(x.dtype))
+    v = jnp.einsum("btd,dhk->bthk", x, self.v[...].astype(x.dtype))
     if cfg.attention_bias:
-      q, k, v = q + self.q_bias.value, k + self.k_bias.value, v + self.v_bias.value
+      q, k, v = q + self.q_bias[...], k + self.k_bias[...], v + self.v_bias[...]
     q, k = rotary(q, positions, cfg.rope_theta), rotary(k, positions, cfg.rope_theta)
     if layer_cache is None:
       keys, values, key_pos = k, v, positions
@@ -84,10 +85,12 @@ class Attention(nnx.Module):
     q = q.reshape(b, t, cfg.num_kv_heads, groups, dh)
     scores = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32) * dh ** -0.5
     causal = key_pos[:, None, :] <= positions[:, :, None]  # [B, T, S]
+    if segment_ids is not None:
+      causal &= segment_ids[:, None, :] == segment_ids[:, :, None]
     scores = jnp.where(causal[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, values).reshape(b, t, cfg.num_heads, dh)
-    out = jnp.einsum("bthk,hkd->btd", out, self.o.value.astype(x.dtype))
+    out = jnp.einsum("bthk,hkd->btd", out, self.o[...].astype(x.dtype))
     return out, (keys, values)
 
 
@@ -100,8 +103,8 @@ class MLP(nnx.Module):
                        ("mlp", "embed"))
 
   def __call__(self, x):
-    gate = jax.nn.silu(x @ self.gate.value.astype(x.dtype))
-    return (gate * (x @ self.up.value.astype(x.dtype))) @ self.down.value.astype(x.dtype)
+    gate = jax.nn.silu(x @ self.gate[...].astype(x.dtype))
+    return (gate * (x @ self.up[...].astype(x.dtype))) @ self.down[...].astype(x.dtype)
 
 
 class Block(nnx.Module):
@@ -112,9 +115,9 @@ class Block(nnx.Module):
     self.mlp = MLP(cfg, rngs)
     self.dropout = cfg.dropout
 
-  def __call__(self, x, positions, layer_cache, dropout_key):
+  def __call__(self, x, positions, layer_cache, dropout_key, segment_ids=None):
     keys = (None, None) if dropout_key is None else jax.random.split(dropout_key)
-    attn_out, layer_cache = self.attn(self.attn_norm(x), positions, layer_cache)
+    attn_out, layer_cache = self.attn(self.attn_norm(x), positions, layer_cache, segment_ids)
     x = x + _dropout(attn_out, self.dropout, keys[0])
     x = x + _dropout(self.mlp(self.mlp_norm(x)), self.dropout, keys[1])
     return x, layer_cache
@@ -143,30 +146,35 @@ class Transformer(nnx.Module):
       self.value_w = _param(rngs, nnx.initializers.zeros, (cfg.d_model, 1), ("embed", None))
       self.value_b = _param(rngs, nnx.initializers.zeros, (1,), (None,))
 
-  def __call__(self, tokens, cache: KVCache | None = None, num_new=None,
-               dropout_key=None) -> Output:
+  def __call__(self, tokens, cache: KVCache | None = None, num_new=None, dropout_key=None,
+               positions=None, segment_ids=None) -> Output:
     """tokens: int32[B, T]; num_new: int32[B], how many of the T tokens are real per row
-    (right padding during a ragged prefill), default T; dropout_key: None for inference."""
+    (right padding during a ragged prefill), default T; dropout_key: None for inference.
+    positions / segment_ids: int32[B, T] for packed training rows (several sequences per
+    row, positions restarting at 0 in each); only without a cache."""
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     b, t = tokens.shape
-    start = jnp.zeros((b,), jnp.int32) if cache is None else cache.lengths
-    positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
-    x = self.embed.value[tokens].astype(dtype)
+    if positions is None:
+      start = jnp.zeros((b,), jnp.int32) if cache is None else cache.lengths
+      positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
+    elif cache is not None:
+      raise ValueError("positions are given by the cache when decoding; pass one or the other")
+    x = self.embed[...][tokens].astype(dtype)
     new_keys, new_values = [], []
     for i, block in enumerate(self.blocks):
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
-      x, (k, v) = block(x, positions, layer_cache, key)
+      x, (k, v) = block(x, positions, layer_cache, key, segment_ids)
       new_keys.append(k)
       new_values.append(v)
     x = self.final_norm(x)
-    head = self.embed.value.T if cfg.tie_embeddings else self.lm_head.value
+    head = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
     logits = (x @ head.astype(dtype)).astype(jnp.float32)
     values = None
     if cfg.value_head:
-      values = (x @ self.value_w.value.astype(dtype))[..., 0].astype(jnp.float32)
-      values = values + self.value_b.value[0]
+      values = (x @ self.value_w[...].astype(dtype))[..., 0].astype(jnp.float32)
+      values = values + self.value_b[...][0]
     if cache is not None:
       grown = t if num_new is None else num_new
       cache = KVCache(jnp.stack(new_keys), jnp.stack(new_values), cache.lengths + grown)

@@ -16,26 +16,31 @@ from tts.search.sampler import SamplingConfig, sample_all
 from tts.stages.data import read_split
 from tts.train.checkpoints import save_params, write_json_atomic
 from tts.train.config import TrainConfig
+from tts.train import packing
 from tts.train.objectives import NextTokenLoss
 from tts.train.trainer import Trainer
 
 MODEL_NAMES = ("small", "large")
 
 
-def lm_arrays(records: list[dict], max_len: int, pad_id: int) -> dict[str, np.ndarray]:
-  """tokens int32[N, max_len] (prompt then target, right-padded) and loss_mask on targets.
+def lm_arrays(records: list[dict], max_len: int, pad_id: int, packed: bool) -> dict[str, np.ndarray]:
+  """Training rows of prompt then target tokens, the loss on the target only.
 
-  Examples longer than max_len are an error: silently dropping them would bias training.
+  Packed: several examples per row (with segment_ids and positions); else one per row,
+  right-padded. An example longer than max_len is an error: dropping it would bias training.
   """
+  sequences = [(r["prompt_ids"] + r["target_ids"],
+                [0.0] * len(r["prompt_ids"]) + [1.0] * len(r["target_ids"])) for r in records]
+  if packed:
+    return packing.pack(sequences, max_len, pad_id)
   tokens = np.full((len(records), max_len), pad_id, np.int32)
   mask = np.zeros((len(records), max_len), np.float32)
-  for i, r in enumerate(records):
-    seq = r["prompt_ids"] + r["target_ids"]
+  for i, (seq, weights) in enumerate(sequences):
     if len(seq) > max_len:
-      raise ValueError(f"example {r['id']} has {len(seq)} tokens > data.max_len={max_len}; "
-                       f"raise data.max_len to at least {len(seq)}")
+      raise ValueError(f"example {records[i]['id']} has {len(seq)} tokens > "
+                       f"data.max_len={max_len}; raise data.max_len to at least {len(seq)}")
     tokens[i, :len(seq)] = seq
-    mask[i, len(r["prompt_ids"]):len(seq)] = 1.0
+    mask[i, :len(seq)] = weights
   return {"tokens": tokens, "loss_mask": mask}
 
 
@@ -71,8 +76,8 @@ def run(ctx) -> dict:
   task = make_task(cfg.task)
   mesh = make_mesh(cfg.mesh)
   pad = task.vocab.pad_id
-  train = lm_arrays(read_split(ctx.workdir, "train"), cfg.data.max_len, pad)
-  val = lm_arrays(read_split(ctx.workdir, "val"), cfg.data.max_len, pad)
+  train = lm_arrays(read_split(ctx.workdir, "train"), cfg.data.max_len, pad, cfg.data.pack)
+  val = lm_arrays(read_split(ctx.workdir, "val"), cfg.data.max_len, pad, cfg.data.pack)
   test = read_split(ctx.workdir, "test")[:cfg.policy_eval.num_questions]
   summary = {}
   for name in MODEL_NAMES:

@@ -16,21 +16,32 @@ class LossOutput(NamedTuple):
 
 
 class Objective(Protocol):
-  batch_fields: tuple[str, ...]
+  batch_fields: tuple[str, ...]  # required arrays, each [B, ...]
+  optional_fields: tuple[str, ...]  # used when the data has them (packing: PACKING_FIELDS)
 
   def __call__(self, model, batch: dict, dropout_key) -> LossOutput: ...
+
+
+PACKING_FIELDS = ("segment_ids", "positions")
+
+
+def _packing(batch) -> dict:
+  """Inputs-side slices of the packing arrays, when the batch is packed."""
+  return {k: batch[k][:, :-1] for k in PACKING_FIELDS if k in batch}
 
 
 class NextTokenLoss:
   """Cross-entropy on the tokens where loss_mask is 1 (the solution), prompt masked.
 
-  batch: tokens int32[B, T]; loss_mask float32[B, T], 1 where tokens[t] is a target.
+  batch: tokens int32[B, T]; loss_mask float32[B, T], 1 where tokens[t] is a target;
+  optionally segment_ids and positions int32[B, T] for packed rows.
   """
   batch_fields = ("tokens", "loss_mask")
+  optional_fields = PACKING_FIELDS
 
   def __call__(self, model, batch, dropout_key) -> LossOutput:
     tokens, mask = batch["tokens"], batch["loss_mask"][:, 1:]
-    logits = model(tokens[:, :-1], dropout_key=dropout_key).logits
+    logits = model(tokens[:, :-1], dropout_key=dropout_key, **_packing(batch)).logits
     targets = tokens[:, 1:]
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]

@@ -65,12 +65,12 @@ class Trainer:
     self.state_shardings = {"params": self.param_shardings, "opt_state": opt_shardings,
                             "step": replicated, "rng": replicated}
     self.batch_sharding = batch_sharding(mesh, rules)
-    batch_shardings = {name: self.batch_sharding for name in objective.batch_fields}
     self._train_step = jax.jit(
-        self._step, in_shardings=(self.state_shardings, batch_shardings),
+        self._step, in_shardings=(self.state_shardings, self.batch_sharding),
         out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
     self._eval_step = jax.jit(
-        self._eval, in_shardings=(self.param_shardings, batch_shardings), out_shardings=replicated)
+        self._eval, in_shardings=(self.param_shardings, self.batch_sharding),
+        out_shardings=replicated)
 
   # ---- pure functions, jitted above ----
 
@@ -112,6 +112,16 @@ class Trainer:
 
   # ---- the loop: side effects live here ----
 
+  def _fields(self, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays the objective reads: all required ones, and optional ones present."""
+    missing = [k for k in self.objective.batch_fields if k not in data]
+    if missing:
+      raise KeyError(f"{type(self.objective).__name__} needs batch fields {missing}; "
+                     f"the data has {sorted(data)}")
+    names = self.objective.batch_fields + tuple(
+        k for k in self.objective.optional_fields if k in data)
+    return {k: data[k] for k in names}
+
   def new_state(self, params=None):
     """Fresh train state; `params` (e.g. the policy's, for a verifier) or random ones."""
     if params is None:
@@ -132,7 +142,7 @@ class Trainer:
     for b in range(min(self.cfg.eval_batches, max(n // size, 1))):
       rows = np.arange(b * size, (b + 1) * size) % n
       out = self._eval_step(params, batches.make_global_batch(
-          {k: data[k] for k in self.objective.batch_fields}, rows, self.batch_sharding))
+          self._fields(data), rows, self.batch_sharding))
       for k, v in out.items():
         sums[k] = sums.get(k, 0.0) + float(v)
     weight = max(sums.pop("weight"), 1.0)
@@ -156,7 +166,7 @@ class Trainer:
       start = latest
       _truncate_metrics(metrics_path, start)
     num_examples = len(next(iter(train_data.values())))
-    fields = {k: train_data[k] for k in self.objective.batch_fields}
+    fields = self._fields(train_data)
     tokens_per_step = cfg.batch_size * fields["tokens"].shape[1] if "tokens" in fields else 0
     history, is_main = [], jax.process_index() == 0
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not is_main, dynamic_ncols=True)
