@@ -12,7 +12,7 @@ from tts.stages import data, policy
 from tts.train.checkpoints import CheckpointMismatchError, write_json_atomic
 
 STAGES = [
-    pipeline.Stage("data", data.run, config_keys=("task", "data")),
+    pipeline.Stage("data", data.run, config_keys=("task", "data.source")),
     pipeline.Stage("policy", policy.run, deps=("data",),
                    config_keys=("task", "data", "models", "policy", "policy_eval", "seed",
                                 "logical_axis_rules")),

@@ -24,7 +24,7 @@ from tts.train.checkpoints import write_json_atomic
 class Stage:
   name: str
   run: Callable[["Context"], dict]  # returns a small summary, stored in done.json
-  config_keys: tuple[str, ...]  # top-level config sections the result depends on
+  config_keys: tuple[str, ...]  # config sections or dotted fields the result depends on
   deps: tuple[str, ...] = ()
 
 
@@ -45,8 +45,10 @@ class StageConfigChanged(RuntimeError):
   pass
 
 
-def _section(config, key):
-  value = config[key]
+def _section(config, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
   return value.to_dict() if hasattr(value, "to_dict") else value
 
 

@@ -29,10 +29,15 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> KVCache:
 
 
 def write_rows(slab, new, starts):
-  """Writes new [B, T, ...] into slab [B, S, ...] at each row's own start offset."""
-  def write_one(row, update, start):
-    return jax.lax.dynamic_update_slice_in_dim(row, update.astype(row.dtype), start, axis=0)
-  return jax.vmap(write_one)(slab, new, starts)
+  """Writes new [B, T, ...] into slab [B, S, ...] at each row's own start offset.
+
+  A scatter, not dynamic_update_slice: that would shift a chunk overhanging the end back
+  over valid entries; here positions past the end (padding of a ragged chunk) are dropped.
+  """
+  t = new.shape[1]
+  rows = jnp.arange(slab.shape[0])[:, None]
+  return slab.at[rows, starts[:, None] + jnp.arange(t)[None, :]].set(
+      new.astype(slab.dtype), mode="drop")
 
 
 def gather_rows(cache: KVCache, rows) -> KVCache:

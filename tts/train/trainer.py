@@ -129,9 +129,10 @@ class Trainer:
     else:
       params = jax.device_put(params, self.param_shardings)
     rng = jax.random.key_data(jax.random.key(self.cfg.seed))
-    return jax.device_put({
-        "params": params, "opt_state": jax.jit(self.tx.init)(params),
-        "step": jnp.zeros((), jnp.int32), "rng": rng}, self.state_shardings)
+    opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings["opt_state"])(params)
+    return {"params": params, "opt_state": opt_state,
+            **jax.device_put({"step": jnp.zeros((), jnp.int32), "rng": rng},
+                             {k: self.state_shardings[k] for k in ("step", "rng")})}
 
   def evaluate(self, params, data: dict[str, np.ndarray]) -> dict[str, float]:
     """Mean loss and metrics over up to eval_batches full batches of `data`."""
@@ -178,10 +179,11 @@ class Trainer:
       done = step + 1
       if done % cfg.log_every == 0 or done == cfg.steps or done % cfg.checkpoint_every == 0:
         record = {k: float(v) for k, v in metrics.items()}
-        if not math.isfinite(record["loss"]):
+        if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
           ckpts.wait()
           raise FloatingPointError(
-              f"{desc}: loss is {record['loss']} at step {done}; nothing was saved after the "
+              f"{desc}: loss is {record['loss']} (gradient norm {record['grad_norm']}) at step "
+              f"{done}; nothing was saved after the "
               f"last good checkpoint (step {last_good}) in {ckpts.directory}. Lower train.lr "
               f"(now {cfg.lr}) or train.clip_norm, then rerun to resume from it")
         elapsed = time.perf_counter() - tick
