@@ -1,7 +1,7 @@
 """The decoding cache: a plain pytree, one slab per layer, each row with its own length.
 
-Layout: keys/values float[L, B, S, KV, Dh]; lengths int32[B] counts the valid positions of
-each row. Rows are independent, so a search can reorder them with `gather_rows` after beam
+Layout: keys/values float[L, B, KV, S, Dh] (head-major, so attention reads each head's
+keys contiguously); lengths int32[B] counts the valid positions of each row. Rows are independent, so a search can reorder them with `gather_rows` after beam
 selection instead of recomputing prefixes.
 """
 import jax
@@ -13,31 +13,32 @@ from tts.model.config import ModelConfig
 
 @struct.dataclass
 class KVCache:
-  keys: jax.Array  # [L, B, S, KV, Dh]
-  values: jax.Array  # [L, B, S, KV, Dh]
+  keys: jax.Array  # [L, B, KV, S, Dh]
+  values: jax.Array  # [L, B, KV, S, Dh]
   lengths: jax.Array  # int32[B]
 
   @property
   def max_len(self) -> int:
-    return self.keys.shape[2]
+    return self.keys.shape[3]
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> KVCache:
-  shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+  shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
   dtype = jnp.dtype(cfg.dtype)
   return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
 
 
 def write_rows(slab, new, starts):
-  """Writes new [B, T, ...] into slab [B, S, ...] at each row's own start offset.
+  """Writes new [B, KV, T, Dh] into slab [B, KV, S, Dh] at each row's own start offset.
 
   A scatter, not dynamic_update_slice: that would shift a chunk overhanging the end back
   over valid entries; here positions past the end (padding of a ragged chunk) are dropped.
   """
-  t = new.shape[1]
-  rows = jnp.arange(slab.shape[0])[:, None]
-  return slab.at[rows, starts[:, None] + jnp.arange(t)[None, :]].set(
-      new.astype(slab.dtype), mode="drop")
+  b, kv, t, _ = new.shape
+  rows = jnp.arange(b)[:, None, None]
+  heads = jnp.arange(kv)[None, :, None]
+  slots = (starts[:, None] + jnp.arange(t)[None, :])[:, None, :]
+  return slab.at[rows, heads, slots].set(new.astype(slab.dtype), mode="drop")
 
 
 def gather_rows(cache: KVCache, rows) -> KVCache:
