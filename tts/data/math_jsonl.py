@@ -11,6 +11,7 @@ prompt = "Problem: {problem}\\nSolution:\\n" and the solution's non-blank lines
 as its steps (newline-separated, ending in a newline), so the step-level search
 treats a line of a MATH solution like a line of an arithmetic chain.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,190 +30,202 @@ _LINE_HINT = "each line needs 'problem' and 'solution' (with a \\boxed{} answer)
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last complete \\boxed{...} in `text`, nested braces allowed."""
-    for start in reversed([m.end() for m in re.finditer(r"\\boxed\s*\{", text)]):
-        depth = 1
-        for i in range(start, len(text)):
-            c = text[i]
-            if text[i - 1] == "\\" and c in "{}":
-                continue  # an escaped brace such as \{ is set notation, not grouping
-            depth += {"{": 1, "}": -1}.get(c, 0)
-            if depth == 0:
-                return text[start:i].strip()
-    return None
+  """Content of the last complete \\boxed{...} in `text`, nested braces allowed."""
+  for start in reversed([m.end() for m in re.finditer(r"\\boxed\s*\{", text)]):
+    depth = 1
+    for i in range(start, len(text)):
+      c = text[i]
+      if text[i - 1] == "\\" and c in "{}":
+        continue  # an escaped brace such as \{ is set notation, not grouping
+      depth += {"{": 1, "}": -1}.get(c, 0)
+      if depth == 0:
+        return text[start:i].strip()
+  return None
 
 
 def _level(value: Any, where: str) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(?:Level\s*)?(\d+|\?)\s*", value)
-        if m:
-            return None if m.group(1) == "?" else int(m.group(1))
-    raise DataError(f"{where}: field 'level' is {value!r}; use an integer or a string like "
-                    "'Level 3', or leave it out")
+  if isinstance(value, int) and not isinstance(value, bool):
+    return value
+  if isinstance(value, str):
+    m = re.fullmatch(r"\s*(?:Level\s*)?(\d+|\?)\s*", value)
+    if m:
+      return None if m.group(1) == "?" else int(m.group(1))
+  raise DataError(
+    f"{where}: field 'level' is {value!r}; use an integer or a string like "
+    "'Level 3', or leave it out"
+  )
 
 
 def _record(obj: Any, where: str, default_id: str) -> dict:
-    """One normalised example from one parsed JSON line."""
-    if not isinstance(obj, dict):
-        raise DataError(f"{where}: the line is not a JSON object; {_LINE_HINT}")
-    for field in ("problem", "solution"):
-        if field not in obj:
-            raise DataError(f"{where}: field '{field}' is missing; {_LINE_HINT}")
-        if not isinstance(obj[field], str) or not obj[field].strip():
-            raise DataError(f"{where}: field '{field}' must be a non-empty string; {_LINE_HINT}")
-    answer = obj.get("answer")
-    if answer is not None and not (isinstance(answer, (str, int)) and not isinstance(answer, bool)):
-        raise DataError(f"{where}: field 'answer' is {answer!r}; use a string such as "
-                        "'\\\\frac{1}{2}', or leave it out to take the last \\boxed{} of the solution")
-    boxed = last_boxed(obj["solution"])
-    answer = str(answer).strip() if answer is not None else boxed
-    if not answer:
-        raise DataError(f"{where}: field 'solution' has no \\boxed{{}} answer and there is no "
-                        "non-empty 'answer' field; add one of them")
-    example_id = obj.get("id", default_id)
-    if not isinstance(example_id, (str, int)) or isinstance(example_id, bool):
-        raise DataError(f"{where}: field 'id' is {example_id!r}; use a string or an integer")
-    steps = [line.strip() for line in obj["solution"].splitlines() if line.strip()]
-    if boxed is None:
-        steps.append(f"Answer: {answer}")  # so that a model trained on it ends gradably
-    return {"id": str(example_id), "question": obj["problem"],
-            "prompt": f"Problem: {obj['problem']}\nSolution:\n",
-            "solution": "\n".join(steps) + "\n", "answer": answer,
-            "difficulty": _level(obj["level"], where) if "level" in obj else None}
+  """One normalised example from one parsed JSON line."""
+  if not isinstance(obj, dict):
+    raise DataError(f"{where}: the line is not a JSON object; {_LINE_HINT}")
+  for field in ("problem", "solution"):
+    if field not in obj:
+      raise DataError(f"{where}: field '{field}' is missing; {_LINE_HINT}")
+    if not isinstance(obj[field], str) or not obj[field].strip():
+      raise DataError(f"{where}: field '{field}' must be a non-empty string; {_LINE_HINT}")
+  answer = obj.get("answer")
+  if answer is not None and not (isinstance(answer, (str, int)) and not isinstance(answer, bool)):
+    raise DataError(
+      f"{where}: field 'answer' is {answer!r}; use a string such as "
+      "'\\\\frac{1}{2}', or leave it out to take the last \\boxed{} of the solution"
+    )
+  boxed = last_boxed(obj["solution"])
+  answer = str(answer).strip() if answer is not None else boxed
+  if not answer:
+    raise DataError(
+      f"{where}: field 'solution' has no \\boxed{{}} answer and there is no "
+      "non-empty 'answer' field; add one of them"
+    )
+  example_id = obj.get("id", default_id)
+  if not isinstance(example_id, (str, int)) or isinstance(example_id, bool):
+    raise DataError(f"{where}: field 'id' is {example_id!r}; use a string or an integer")
+  steps = [line.strip() for line in obj["solution"].splitlines() if line.strip()]
+  if boxed is None:
+    steps.append(f"Answer: {answer}")  # so that a model trained on it ends gradably
+  return {
+    "id": str(example_id),
+    "question": obj["problem"],
+    "prompt": f"Problem: {obj['problem']}\nSolution:\n",
+    "solution": "\n".join(steps) + "\n",
+    "answer": answer,
+    "difficulty": _level(obj["level"], where) if "level" in obj else None,
+  }
 
 
 def read_math_jsonl(path: str, field: str = "task.path") -> list[dict]:
-    """Normalised records of one file; `field` is the config field that named it."""
-    if not os.path.isfile(path):
-        raise DataError(f"{field}={path!r}: no such file; point {field} at a MATH-format "
-                        "JSONL file (one JSON object per line)")
-    stem = os.path.splitext(os.path.basename(path))[0]
-    records, ids = [], set()
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg}); {_LINE_HINT}") from None
-            record = _record(obj, where, default_id=f"{stem}-{line_no:05d}")
-            if record["id"] in ids:
-                raise DataError(f"{where}: id {record['id']!r} is used by an earlier line; "
-                                "ids must be unique")
-            ids.add(record["id"])
-            records.append(record)
-    return records
+  """Normalised records of one file; `field` is the config field that named it."""
+  if not os.path.isfile(path):
+    raise DataError(
+      f"{field}={path!r}: no such file; point {field} at a MATH-format "
+      "JSONL file (one JSON object per line)"
+    )
+  stem = os.path.splitext(os.path.basename(path))[0]
+  records, ids = [], set()
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      where = f"{path}:{line_no}"
+      try:
+        obj = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg}); {_LINE_HINT}") from None
+      record = _record(obj, where, default_id=f"{stem}-{line_no:05d}")
+      if record["id"] in ids:
+        raise DataError(
+          f"{where}: id {record['id']!r} is used by an earlier line; ids must be unique"
+        )
+      ids.add(record["id"])
+      records.append(record)
+  return records
 
 
 @dataclasses.dataclass(frozen=True)
 class MathJsonlConfig:
-    """Fields of `cfg.task` when `cfg.task.kind == "math_jsonl"`.
+  """Fields of `cfg.task` when `cfg.task.kind == "math_jsonl"`.
 
-    Either `path` (one file; test_fraction of its questions become the test split)
-    or `train_path` and `test_path`. val_fraction of the remaining training
-    questions become the validation split. Splits are disjoint by problem text.
-    """
+  Either `path` (one file; test_fraction of its questions become the test split)
+  or `train_path` and `test_path`. val_fraction of the remaining training
+  questions become the validation split. Splits are disjoint by problem text.
+  """
 
-    path: str = ""
-    train_path: str = ""
-    test_path: str = ""
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    seed: int = 0
-    tokenizer: str = "bytes"
+  path: str = ""
+  train_path: str = ""
+  test_path: str = ""
+  val_fraction: float = 0.1
+  test_fraction: float = 0.2
+  seed: int = 0
+  tokenizer: str = "bytes"
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "MathJsonlConfig":
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        fields = {k: v for k, v in cfg.items() if k != "kind"}
-        for k in fields:
-            if k not in allowed:
-                raise ValueError(f"task.{k} is not a field of the math_jsonl task; "
-                                 f"allowed fields: {', '.join(allowed)}")
-        return cls(**fields)
-
-    def __post_init__(self):
-        if bool(self.path) == bool(self.train_path or self.test_path):
-            raise ValueError("set either task.path (one JSONL file, split by "
-                             "task.test_fraction) or both task.train_path and task.test_path")
-        if not self.path and not (self.train_path and self.test_path):
-            raise ValueError("task.train_path and task.test_path must be set together")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"task.val_fraction={self.val_fraction} must be in [0, 1)")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"task.test_fraction={self.test_fraction} must be in (0, 1)")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"task.seed={self.seed!r} must be a non-negative integer")
+  def __post_init__(self):
+    if bool(self.path) == bool(self.train_path or self.test_path):
+      raise ValueError(
+        "set either task.path (one JSONL file, split by "
+        "task.test_fraction) or both task.train_path and task.test_path"
+      )
+    if not self.path and not (self.train_path and self.test_path):
+      raise ValueError("task.train_path and task.test_path must be set together")
+    if not 0 <= self.val_fraction < 1:
+      raise ValueError(f"task.val_fraction={self.val_fraction} must be in [0, 1)")
+    if not 0 < self.test_fraction < 1:
+      raise ValueError(f"task.test_fraction={self.test_fraction} must be in (0, 1)")
+    if not isinstance(self.seed, int) or self.seed < 0:
+      raise ValueError(f"task.seed={self.seed!r} must be a non-negative integer")
 
 
-def _split_by_question(records: list[dict], fraction: float,
-                       rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
-    """(held out, rest): about `fraction` of the distinct questions, file order kept."""
-    questions = sorted({r["question"] for r in records})
-    n_held = round(fraction * len(questions))
-    held = {questions[i] for i in rng.permutation(len(questions))[:n_held]}
-    return ([r for r in records if r["question"] in held],
-            [r for r in records if r["question"] not in held])
+def _split_by_question(
+  records: list[dict], fraction: float, rng: np.random.Generator
+) -> tuple[list[dict], list[dict]]:
+  """(held out, rest): about `fraction` of the distinct questions, file order kept."""
+  questions = sorted({r["question"] for r in records})
+  n_held = round(fraction * len(questions))
+  held = {questions[i] for i in rng.permutation(len(questions))[:n_held]}
+  return (
+    [r for r in records if r["question"] in held],
+    [r for r in records if r["question"] not in held],
+  )
 
 
 def load_splits(config: MathJsonlConfig) -> dict[str, list[dict]]:
-    """train / val / test, deterministic in the files and `config.seed`."""
-    rng = np.random.default_rng(config.seed)
-    if config.path:
-        test, train = _split_by_question(read_math_jsonl(config.path), config.test_fraction, rng)
-    else:
-        test = read_math_jsonl(config.test_path, "task.test_path")
-        test_questions = {r["question"] for r in test}
-        train = [r for r in read_math_jsonl(config.train_path, "task.train_path")
-                 if r["question"] not in test_questions]
-    val, train = _split_by_question(train, config.val_fraction, rng)
-    return {"train": train, "val": val, "test": test}
+  """train / val / test, deterministic in the files and `config.seed`."""
+  rng = np.random.default_rng(config.seed)
+  if config.path:
+    test, train = _split_by_question(read_math_jsonl(config.path), config.test_fraction, rng)
+  else:
+    test = read_math_jsonl(config.test_path, "task.test_path")
+    test_questions = {r["question"] for r in test}
+    train = [
+      r
+      for r in read_math_jsonl(config.train_path, "task.train_path")
+      if r["question"] not in test_questions
+    ]
+  val, train = _split_by_question(train, config.val_fraction, rng)
+  return {"train": train, "val": val, "test": test}
 
 
 def extract_answer(text: str) -> str | None:
-    """The last \\boxed{} content, else what follows the last "Answer:" or "A:" line."""
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    for line in reversed(text.splitlines()):
-        m = re.match(r"\s*(?:Answer|A):(.*)", line)
-        if m:
-            return m.group(1).strip().strip("$").strip() or None
-    return None
+  """The last \\boxed{} content, else what follows the last "Answer:" or "A:" line."""
+  boxed = last_boxed(text)
+  if boxed is not None:
+    return boxed
+  for line in reversed(text.splitlines()):
+    m = re.match(r"\s*(?:Answer|A):(.*)", line)
+    if m:
+      return m.group(1).strip().strip("$").strip() or None
+  return None
 
 
 def _timeout() -> int | None:
-    """math-verify times out with SIGALRM, which only the main thread may use.
+  """math-verify times out with SIGALRM, which only the main thread may use.
 
-    Elsewhere (a grading thread pool) it raises, so there we run without its
-    timeout; answers are short, so a runaway simplification is unlikely.
-    """
-    return 5 if threading.current_thread() is threading.main_thread() else None
+  Elsewhere (a grading thread pool) it raises, so there we run without its
+  timeout; answers are short, so a runaway simplification is unlikely.
+  """
+  return 5 if threading.current_thread() is threading.main_thread() else None
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def _parse(answer: str, timeout: int | None) -> tuple:
-    import math_verify  # sympy behind it takes ~0.6 s to import; only graders need it
+  import math_verify  # sympy behind it takes ~0.6 s to import; only graders need it
 
-    return tuple(math_verify.parse("\\boxed{" + answer + "}", parsing_timeout=timeout))
+  return tuple(math_verify.parse("\\boxed{" + answer + "}", parsing_timeout=timeout))
 
 
 def same_answer(gold: str | None, pred: str | None) -> bool:
-    """Mathematical equivalence by math-verify (asymmetric: gold first); None never matches."""
-    if gold is None or pred is None:
-        return False
-    if "".join(gold.split()) == "".join(pred.split()):
-        return True
-    import math_verify
+  """Mathematical equivalence by math-verify (asymmetric: gold first); None never matches."""
+  if gold is None or pred is None:
+    return False
+  if "".join(gold.split()) == "".join(pred.split()):
+    return True
+  import math_verify
 
-    timeout = _timeout()
-    return math_verify.verify(list(_parse(gold, timeout)), list(_parse(pred, timeout)),
-                              timeout_seconds=timeout)
+  timeout = _timeout()
+  return math_verify.verify(
+    list(_parse(gold, timeout)), list(_parse(pred, timeout)), timeout_seconds=timeout
+  )
 
 
 def is_correct(text: str, example: Mapping[str, Any]) -> bool:
-    return same_answer(example["answer"], extract_answer(text))
+  return same_answer(example["answer"], extract_answer(text))

@@ -5,6 +5,7 @@ question, prompt, solution, answer, difficulty) and the grader. Everything
 task-specific stays behind it, so model, search and selection code works the same
 on the generated chains and on MATH-format files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
+from tts import config_schema
 from tts.data import chain, math_jsonl
 from tts.data.vocab import ByteVocabulary, Tokenizer
 
@@ -25,75 +27,84 @@ TOKENIZERS: dict[str, Callable[[], Tokenizer]] = {"bytes": ByteVocabulary}
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A task's vocabulary, examples and grader.
+  """A task's vocabulary, examples and grader.
 
-    Graders work on decoded text: `extract_answer(completion)` gives the final
-    answer or None; `is_correct(completion, example)` grades against the
-    example's answer; `same_answer(a, b)` says whether two extracted answers
-    agree (for majority voting; `a` is treated as the reference).
-    """
+  Graders work on decoded text: `extract_answer(completion)` gives the final
+  answer or None; `is_correct(completion, example)` grades against the
+  example's answer; `same_answer(a, b)` says whether two extracted answers
+  agree (for majority voting; `a` is treated as the reference).
+  """
 
-    name: str  # deterministic in the resolved config, e.g. "tts_chain_3f9a0c12de"
-    vocab: Tokenizer
-    load_splits: Callable[[], Mapping[str, list[dict]]]  # cached: built on first use
-    extract_answer: Callable[[str], str | None]
-    is_correct: Callable[[str, Mapping[str, Any]], bool]
-    same_answer: Callable[[str | None, str | None], bool]
+  name: str  # deterministic in the resolved config, e.g. "tts_chain_3f9a0c12de"
+  vocab: Tokenizer
+  load_splits: Callable[[], Mapping[str, list[dict]]]  # cached: built on first use
+  extract_answer: Callable[[str], str | None]
+  is_correct: Callable[[str, Mapping[str, Any]], bool]
+  same_answer: Callable[[str | None, str | None], bool]
 
-    def examples(self, split: str) -> list[dict]:
-        """A new list of the split's examples (the dicts are shared: do not mutate)."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
-        return list(self.load_splits()[split])
+  def examples(self, split: str) -> list[dict]:
+    """A new list of the split's examples (the dicts are shared: do not mutate)."""
+    if split not in SPLITS:
+      raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    return list(self.load_splits()[split])
 
-    def encode_example(self, example: Mapping[str, Any]) -> tuple[list[int], list[int]]:
-        """(prompt ids, target ids): target = solution ids followed by eos."""
-        return (self.vocab.encode(example["prompt"]),
-                self.vocab.encode(example["solution"]) + [self.vocab.eos_id])
+  def encode_example(self, example: Mapping[str, Any]) -> tuple[list[int], list[int]]:
+    """(prompt ids, target ids): target = solution ids followed by eos."""
+    return (
+      self.vocab.encode(example["prompt"]),
+      self.vocab.encode(example["solution"]) + [self.vocab.eos_id],
+    )
 
 
 def _name(kind: str, resolved: Any) -> str:
-    blob = json.dumps({"kind": kind, **dataclasses.asdict(resolved)}, sort_keys=True)
-    return f"tts_{kind}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+  blob = json.dumps({"kind": kind, **dataclasses.asdict(resolved)}, sort_keys=True)
+  return f"tts_{kind}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
 def task_config(kind: str, **fields: Any) -> ml_collections.ConfigDict:
-    """A complete, validated `cfg.task` for `kind` with defaults filled in."""
-    if kind not in KINDS:
-        raise ValueError(f"task.kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
-    resolved = (chain.ChainTaskConfig if kind == "chain" else math_jsonl.MathJsonlConfig)(**fields)
-    return ml_collections.ConfigDict({"kind": kind, **dataclasses.asdict(resolved)})
+  """A complete, validated `cfg.task` for `kind` with defaults filled in."""
+  if kind not in KINDS:
+    raise ValueError(f"task.kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
+  resolved = (chain.ChainTaskConfig if kind == "chain" else math_jsonl.MathJsonlConfig)(**fields)
+  return ml_collections.ConfigDict({"kind": kind, **dataclasses.asdict(resolved)})
+
+
+def _fields(cfg: Mapping[str, Any]) -> dict:
+  """The task's own fields: `kind` only selects the task."""
+  return {k: v for k, v in cfg.items() if k != "kind"}
 
 
 def make_task(cfg: Mapping[str, Any]) -> Task:
-    """The Task for `cfg` (a ConfigDict such as `config.task`, or a dict).
+  """The Task for `cfg` (a ConfigDict such as `config.task`, or a dict).
 
-    `cfg.kind` picks the task: "chain" (fields of chain.ChainTaskConfig) or
-    "math_jsonl" (fields of math_jsonl.MathJsonlConfig). Config errors raise
-    ValueError naming the field; data is read or generated on first use.
-    """
-    kind = cfg.get("kind")
-    if kind == "chain":
-        config = chain.ChainTaskConfig.from_config(cfg)
-        p = config.modulus
-        return Task(
-            name=_name(kind, config),
-            vocab=chain.chain_vocabulary(p),
-            load_splits=functools.cache(functools.partial(chain.generate_splits, config)),
-            extract_answer=functools.partial(chain.extract_answer, modulus=p),
-            is_correct=functools.partial(chain.is_correct, modulus=p),
-            same_answer=chain.same_answer)
-    if kind == "math_jsonl":
-        config = math_jsonl.MathJsonlConfig.from_config(cfg)
-        if config.tokenizer not in TOKENIZERS:
-            raise ValueError(f"task.tokenizer={config.tokenizer!r} is unknown; "
-                             f"allowed: {', '.join(TOKENIZERS)}")
-        return Task(
-            name=_name(kind, config),
-            vocab=TOKENIZERS[config.tokenizer](),
-            load_splits=functools.cache(functools.partial(math_jsonl.load_splits, config)),
-            extract_answer=math_jsonl.extract_answer,
-            is_correct=math_jsonl.is_correct,
-            same_answer=math_jsonl.same_answer)
-    raise ValueError(f"task.kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
-
+  `cfg.kind` picks the task: "chain" (fields of chain.ChainTaskConfig) or
+  "math_jsonl" (fields of math_jsonl.MathJsonlConfig). Config errors raise
+  ValueError naming the field; data is read or generated on first use.
+  """
+  kind = cfg.get("kind")
+  if kind == "chain":
+    config = config_schema.build(chain.ChainTaskConfig, _fields(cfg), "task")
+    p = config.modulus
+    return Task(
+      name=_name(kind, config),
+      vocab=chain.chain_vocabulary(p),
+      load_splits=functools.cache(functools.partial(chain.generate_splits, config)),
+      extract_answer=functools.partial(chain.extract_answer, modulus=p),
+      is_correct=functools.partial(chain.is_correct, modulus=p),
+      same_answer=chain.same_answer,
+    )
+  if kind == "math_jsonl":
+    config = config_schema.build(math_jsonl.MathJsonlConfig, _fields(cfg), "task")
+    if config.tokenizer not in TOKENIZERS:
+      raise ValueError(
+        f"task.tokenizer={config.tokenizer!r} is unknown; allowed: {', '.join(TOKENIZERS)}"
+      )
+    return Task(
+      name=_name(kind, config),
+      vocab=TOKENIZERS[config.tokenizer](),
+      load_splits=functools.cache(functools.partial(math_jsonl.load_splits, config)),
+      extract_answer=math_jsonl.extract_answer,
+      is_correct=math_jsonl.is_correct,
+      same_answer=math_jsonl.same_answer,
+    )
+  raise ValueError(f"task.kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
