@@ -7,7 +7,6 @@ same run (square matmuls through jax.jit), so the ratio is machine-independent. 
 score FLOPs are not in 6*N*D; they are printed beside it.
 """
 import argparse
-import os
 import sys
 import time
 

@@ -1,5 +1,4 @@
 """Packing: several examples per row must train exactly as if each had a row of its own."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx

@@ -2,3 +2,5 @@
 from tts.model.config import ModelConfig
 from tts.model.kv_cache import KVCache, gather_rows, init_cache
 from tts.model.transformer import Output, Transformer
+
+__all__ = ["KVCache", "ModelConfig", "Output", "Transformer", "gather_rows", "init_cache"]

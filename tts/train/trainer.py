@@ -135,12 +135,14 @@ class Trainer:
                              {k: self.state_shardings[k] for k in ("step", "rng")})}
 
   def evaluate(self, params, data: dict[str, np.ndarray]) -> dict[str, float]:
-    """Mean loss and metrics over up to eval_batches full batches of `data`."""
-    n = len(next(iter(data.values())))
-    size = min(self.cfg.batch_size, n)
-    size -= size % self.batch_sharding.num_devices if size >= self.batch_sharding.num_devices else 0
+    """Mean loss and metrics over the first eval_batches batches of `data`, in order.
+
+    Batches keep the training shape (one compile); a last partial batch wraps around to the
+    first rows, which then count twice.
+    """
+    n, size = len(next(iter(data.values()))), self.cfg.batch_size
     sums = {}
-    for b in range(min(self.cfg.eval_batches, max(n // size, 1))):
+    for b in range(min(self.cfg.eval_batches, -(-n // size))):
       rows = np.arange(b * size, (b + 1) * size) % n
       out = self._eval_step(params, batches.make_global_batch(
           self._fields(data), rows, self.batch_sharding))
