@@ -13,8 +13,12 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
-import pytest
+# In-process tests too: tiny programs, where compile time dominates (set before jax loads).
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 HELPER = pathlib.Path(__file__).parent / "helpers" / "train_run.py"
 TIMEOUT_S = 240  # per subprocess: a hang (e.g. a collective waiting forever) fails the test

@@ -1,0 +1,73 @@
+"""The jitted sampler: the policy evaluation (and every search later) stands on it."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tts.model import ModelConfig, Transformer
+from tts.search.sampler import SamplingConfig, pad_prompts, sample
+
+CFG = ModelConfig(vocab_size=16, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64)
+STOP = 1
+
+
+def _model():
+  model = Transformer(CFG, nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  return model, graphdef, nnx.to_pure_dict(state)
+
+
+def _prompts():
+  rng = np.random.default_rng(0)
+  return [rng.integers(2, 16, n).tolist() for n in (3, 7, 5)]
+
+
+def test_greedy_equals_argmax_of_full_forward():
+  """Prefill + cached steps must pick what a from-scratch forward pass would pick."""
+  model, graphdef, params = _model()
+  prompts = _prompts()
+  tokens, lengths = pad_prompts(prompts, pad_id=0)
+  cfg = SamplingConfig(temperature=0.0, max_new_tokens=6)
+  out = sample(graphdef, params, tokens, lengths, jax.random.split(jax.random.key(0), 3), cfg,
+               (STOP,))
+  for i, prompt in enumerate(prompts):
+    seq = list(prompt)
+    for _ in range(int(out.lengths[i])):
+      seq.append(int(jnp.argmax(model(jnp.asarray([seq])).logits[0, -1])))
+      if seq[-1] == STOP:
+        break
+    assert out.tokens[i, :out.lengths[i]].tolist() == seq[len(prompt):]
+
+
+def test_rows_do_not_depend_on_their_batch():
+  """Row b draws with keys[b] only: one row alone gives the same tokens as in a batch."""
+  _, graphdef, params = _model()
+  prompts = _prompts()
+  keys = jax.random.split(jax.random.key(1), 3)
+  cfg = SamplingConfig(temperature=1.0, top_k=8, top_p=0.9, max_new_tokens=8)
+  tokens, lengths = pad_prompts(prompts, pad_id=0)
+  batch = sample(graphdef, params, tokens, lengths, keys, cfg, (STOP,))
+  for i, prompt in enumerate(prompts):
+    t, n = pad_prompts([prompt], pad_id=0)
+    alone = sample(graphdef, params, t, n, keys[i:i + 1], cfg, (STOP,))
+    assert int(alone.lengths[0]) == int(batch.lengths[i])
+    np.testing.assert_array_equal(alone.tokens[0], batch.tokens[i])
+  assert len({tuple(row) for row in np.asarray(batch.tokens)}) > 1
+
+
+def test_stop_token_ends_a_row_and_log_probs_are_recorded():
+  """A row stops at a stop id: nothing after it, its length counts the stop token."""
+  _, graphdef, params = _model()
+  tokens, lengths = pad_prompts(_prompts(), pad_id=0)
+  cfg = SamplingConfig(temperature=1.0, max_new_tokens=12)
+  stops = tuple(range(2, 16, 2))  # half the vocabulary: rows stop early
+  out = sample(graphdef, params, tokens, lengths, jax.random.split(jax.random.key(2), 3), cfg,
+               stops)
+  for i in range(3):
+    n = int(out.lengths[i])
+    assert 1 <= n <= 12
+    row = out.tokens[i].tolist()
+    if n < 12:
+      assert row[n - 1] in stops and all(t == 0 for t in row[n:])
+    assert not any(t in stops for t in row[:n - 1])
+    assert np.all(np.asarray(out.log_probs[i, :n]) < 0) and np.all(out.log_probs[i, n:] == 0)
