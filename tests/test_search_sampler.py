@@ -30,10 +30,13 @@ def test_greedy_equals_argmax_of_full_forward():
   cfg = SamplingConfig(temperature=0.0, max_new_tokens=6)
   out = sample(graphdef, params, tokens, lengths, jax.random.split(jax.random.key(0), 3), cfg,
                (STOP,))
+  width = max(map(len, prompts)) + cfg.max_new_tokens
+  forward = jax.jit(lambda t: model(t).logits[0])  # causal: padding after a position is unseen
   for i, prompt in enumerate(prompts):
     seq = list(prompt)
     for _ in range(int(out.lengths[i])):
-      seq.append(int(jnp.argmax(model(jnp.asarray([seq])).logits[0, -1])))
+      padded = jnp.asarray([seq + [0] * (width - len(seq))])
+      seq.append(int(jnp.argmax(forward(padded)[len(seq) - 1])))
       if seq[-1] == STOP:
         break
     assert out.tokens[i, :out.lengths[i]].tolist() == seq[len(prompt):]

@@ -101,7 +101,7 @@ class Trainer:
     updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
     new_state = {"params": optax.apply_updates(state["params"], updates),
                  "opt_state": opt_state, "step": state["step"] + 1, "rng": state["rng"]}
-    metrics = {"loss": out.total / weight, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": out.total / weight, "grad_norm": optax.tree.norm(grads),
                "lr": self.schedule(state["step"]), "weight": out.weight,
                **{k: v / weight for k, v in out.metrics.items()}}
     return new_state, metrics
