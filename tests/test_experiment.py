@@ -59,3 +59,34 @@ def test_checkpoint_of_another_shape_is_named(workdir):
   os.remove(os.path.join(workdir, "policy", "started.json"))
   with pytest.raises(experiment.USER_ERRORS, match="tensor .* shape"):
     experiment.run(_config("--config.models.small.d_model=24"), workdir, only="policy")
+
+
+def test_two_processes_run_the_pipeline_like_one(workdir, tmp_path):
+  """Stage bookkeeping across hosts: process 0 writes done.json while the others wait at
+  the stage boundary; without that wait, process 1 raced ahead into `policy` and stopped."""
+  import socket
+  import subprocess
+  import sys
+
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TQDM_DISABLE="1")
+  env.pop("XLA_FLAGS", None)  # one device per process
+  multi = str(tmp_path / "multi")
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "tts.cli", "run", DEMO, "--workdir", multi, "--coordinator",
+       f"localhost:{port}", "--num_processes", "2", "--process_id", str(i), *TINY],
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert all(p.returncode == 0 for p in procs), outputs[0][-2000:] + outputs[1][-2000:]
+  multi_summary = json.load(open(os.path.join(multi, "summary.json")))
+  single_summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert multi_summary["processes"] == 2
+  for name in ("small", "large"):
+    assert abs(multi_summary["stages"]["policy"][name]["val_loss"]
+               - single_summary["stages"]["policy"][name]["val_loss"]) < 1e-4

@@ -16,6 +16,7 @@ from typing import Callable
 
 import jax
 import ml_collections
+from jax.experimental import multihost_utils
 
 from tts.train.checkpoints import write_json_atomic
 
@@ -56,7 +57,8 @@ def fingerprint(stage: Stage, config, dep_prints: dict[str, str]) -> tuple[str, 
   inputs = {"config": {k: _section(config, k) for k in stage.config_keys},
             "deps": {d: dep_prints[d] for d in stage.deps}}
   text = json.dumps(inputs, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:16], inputs
+  # Returned as JSON reads it back (tuples as lists), so it compares equal to a stored record.
+  return hashlib.sha256(text.encode()).hexdigest()[:16], json.loads(text)
 
 
 def _changed_fields(old: dict, new: dict, prefix="") -> list[str]:
@@ -77,9 +79,20 @@ def _read_json(path):
     return json.load(f)
 
 
+def _sync(name: str):
+  """All processes wait here, so every one sees the files process 0 just wrote."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
 def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force: bool = False,
                log=print) -> dict[str, dict]:
-  """Runs the stages in order (or just `only`), skipping the ones already done."""
+  """Runs the stages in order (or just `only`), skipping the ones already done.
+
+  With several processes, all run every stage; process 0 writes the bookkeeping files and
+  the others wait for it at each stage boundary, so all take the same skip decisions.
+  """
+  _sync("tts: start")
   names = [s.name for s in stages]
   if only is not None and only not in names:
     raise ValueError(f"--only {only}: no such stage; stages are {', '.join(names)}")
@@ -112,6 +125,7 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
     if ctx.is_main:
       write_json_atomic(os.path.join(directory, "started.json"),
                         {"fingerprint": fp, "inputs": inputs})
+    _sync(f"tts: {stage.name} started")
     log(f"[{stage.name}] running")
     start = time.time()
     summary = stage.run(ctx)
@@ -120,6 +134,7 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
       write_json_atomic(os.path.join(directory, "done.json"),
                         {"fingerprint": fp, "inputs": inputs, "summary": summary,
                          "seconds": round(elapsed, 1)})
+    _sync(f"tts: {stage.name} done")
     log(f"[{stage.name}] done in {elapsed:.0f} s")
     summaries[stage.name] = summary
   return summaries

@@ -7,9 +7,6 @@ Later stages read these files, not the task generator.
 import json
 import os
 
-import jax
-from jax.experimental import multihost_utils
-
 from tts.data.tasks import SPLITS, make_task
 from tts.train.checkpoints import write_json_atomic
 
@@ -57,6 +54,4 @@ def run(ctx) -> dict:
       counts[split] = {"examples": len(records), "max_tokens": max(lengths),
                        "mean_tokens": round(sum(lengths) / len(lengths), 1)}
     write_json_atomic(os.path.join(directory, "manifest.json"), counts)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("data stage written")
   return counts
