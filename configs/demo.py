@@ -5,6 +5,10 @@
 """
 import ml_collections
 
+from tts.config_schema import all_fields
+from tts.model.config import ModelConfig
+from tts.train.config import TrainConfig
+
 # Logical parameter axes -> mesh axes (t5x/MaxText convention). `batch` shards data rows.
 LOGICAL_AXIS_RULES = (
     ("batch", ("data", "fsdp")),
@@ -30,16 +34,19 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   c.logical_axis_rules = LOGICAL_AXIS_RULES
   # The small policy and a model with 14x (+-1x) its parameters, trained on the same tokens.
+  # vocab_size comes from the task, dropout from the training section.
+  model = lambda **kw: all_fields(ModelConfig, exclude=("vocab_size", "dropout"), **kw)
   c.models = dict(
-      small=dict(num_layers=2, d_model=48, num_heads=4, num_kv_heads=2, d_ff=128),
-      large=dict(num_layers=3, d_model=144, num_heads=6, num_kv_heads=2, d_ff=416),
+      small=model(num_layers=2, d_model=48, num_heads=4, num_kv_heads=2, d_ff=128),
+      large=model(num_layers=3, d_model=144, num_heads=6, num_kv_heads=2, d_ff=416),
   )
   # Same data, steps and batches for both; only the learning rate differs. At 500 steps the
   # small model has learned part of the mod-13 arithmetic and loses its way in long chains
   # (errors differ per question: room for test-time compute); the large one learns more.
-  train = dict(steps=500, batch_size=64, lr=1e-2, warmup_steps=50, weight_decay=0.01,
-               clip_norm=1.0, eval_every=250, checkpoint_every=250, log_every=20)
-  c.policy = dict(small=dict(train), large=dict(train, lr=3e-3))
+  train = dict(steps=500, batch_size=64, warmup_steps=50, weight_decay=0.01, clip_norm=1.0,
+               eval_every=250, checkpoint_every=250, log_every=20)
+  c.policy = dict(small=all_fields(TrainConfig, lr=1e-2, **train),
+                  large=all_fields(TrainConfig, lr=3e-3, **train))
   # Sampling temperature 0.7 for pass@1, as search will sample (search-and-learn uses 0.8).
   c.policy_eval = dict(num_questions=200, samples=16, temperature=0.7, max_new_tokens=136,
                        batch_size=256)

@@ -14,3 +14,21 @@ def build(cls, section, name: str, **overrides):
       raise ValueError(f"unknown config field {name}.{key}; {hint}")
   given.update(overrides)
   return cls(**given)
+
+
+def all_fields(cls, exclude: tuple[str, ...] = (), **given) -> dict:
+  """Every field of `cls` with its default, overridden by `given`: a config section that
+  lists all fields, so any of them can be set with --config.section.field=value."""
+  out = {}
+  for field in dataclasses.fields(cls):
+    if field.name in exclude:
+      continue
+    if field.name in given:
+      out[field.name] = given.pop(field.name)
+    elif field.default is not dataclasses.MISSING:
+      out[field.name] = field.default
+    else:
+      raise TypeError(f"{cls.__name__}.{field.name} has no default; give it a value")
+  if given:
+    raise TypeError(f"{cls.__name__} has no field(s) {sorted(given)}")
+  return out
