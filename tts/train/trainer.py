@@ -179,7 +179,8 @@ class Trainer:
       state, metrics = self._train_step(
           state, batches.make_global_batch(fields, rows, self.batch_sharding))
       done = step + 1
-      if done % cfg.log_every == 0 or done == cfg.steps or done % cfg.checkpoint_every == 0:
+      if done == cfg.steps or any(done % every == 0 for every in (
+          cfg.log_every, cfg.eval_every, cfg.checkpoint_every)):
         record = {k: float(v) for k, v in metrics.items()}
         if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
           ckpts.wait()
