@@ -49,19 +49,15 @@ def model_config(cfg, name: str, vocab_size: int, **overrides) -> ModelConfig:
                              vocab_size=vocab_size, **overrides)
 
 
-def pass_rates(task, graphdef, params, questions: list[dict], samples: int, eval_cfg,
-               seed: int) -> np.ndarray:
+def pass_rates(task, graphdef, params, questions: list[dict], samples: int,
+               temperature: float, eval_cfg, seed: int) -> np.ndarray:
   """Fraction of `samples` completions per question that the grader accepts: float[Q]."""
-  sampling = SamplingConfig(temperature=eval_cfg.temperature,
-                            max_new_tokens=eval_cfg.max_new_tokens)
-  if samples == 1 and eval_cfg.temperature == 0.0:
-    sampling = SamplingConfig(temperature=0.0, max_new_tokens=eval_cfg.max_new_tokens)
-  prompts = [q["prompt_ids"] for q in questions for _ in range(samples)]
-  keys = jax.random.split(jax.random.key(seed), len(prompts))
-  outs = sample_all(graphdef, params, prompts, keys, sampling, (task.vocab.eos_id,),
-                    task.vocab.pad_id, eval_cfg.batch_size)
-  correct = [task.is_correct(task.vocab.decode(o), q)
-             for q, o in zip([q for q in questions for _ in range(samples)], outs)]
+  sampling = SamplingConfig(temperature=temperature, max_new_tokens=eval_cfg.max_new_tokens)
+  repeated = [q for q in questions for _ in range(samples)]
+  keys = jax.random.split(jax.random.key(seed), len(repeated))
+  outs = sample_all(graphdef, params, [q["prompt_ids"] for q in repeated], keys, sampling,
+                    (task.vocab.eos_id,), task.vocab.pad_id, eval_cfg.batch_size)
+  correct = [task.is_correct(task.vocab.decode(o), q) for q, o in zip(repeated, outs)]
   return np.asarray(correct, np.float32).reshape(len(questions), samples).mean(axis=1)
 
 
@@ -88,13 +84,13 @@ def run(ctx) -> dict:
     params, history = trainer.fit(train, directory, val_data=val, desc=f"policy/{name}")
     save_params(os.path.join(directory, "final"), params, model_cfg)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0))))
-    greedy = pass_rates(task, graphdef, params, test, 1, _greedy(cfg.policy_eval), cfg.seed)
+    greedy = pass_rates(task, graphdef, params, test, 1, 0.0, cfg.policy_eval, cfg.seed)
     result = {"params": model_cfg.num_params, "val_loss": history[-1]["val_loss"],
               "greedy_accuracy": float(greedy.mean()),
               "greedy_by_difficulty": _by_difficulty(test, greedy)}
     if name == "small":
       rates = pass_rates(task, graphdef, params, test, cfg.policy_eval.samples,
-                         cfg.policy_eval, cfg.seed + 1)
+                         cfg.policy_eval.temperature, cfg.policy_eval, cfg.seed + 1)
       result.update(pass1=float(rates.mean()), pass1_by_quintile=quintile_means(rates),
                     pass1_by_difficulty=_by_difficulty(test, rates))
     if ctx.is_main:
@@ -102,12 +98,6 @@ def run(ctx) -> dict:
     summary[name] = result
   summary["param_ratio"] = summary["large"]["params"] / summary["small"]["params"]
   return summary
-
-
-def _greedy(eval_cfg):
-  greedy = eval_cfg.copy_and_resolve_references()
-  greedy.temperature = 0.0
-  return greedy
 
 
 def _by_difficulty(questions, values) -> dict[str, float]:
