@@ -9,7 +9,8 @@ import jax
 from tts import pipeline
 from tts.data.errors import DataError
 from tts.stages import data, policy
-from tts.train.checkpoints import CheckpointMismatchError, write_json_atomic
+from tts.atomic_files import write_json_atomic
+from tts.train.checkpoints import CheckpointMismatchError
 
 STAGES = [
     pipeline.Stage("data", data.run, config_keys=("task", "data.source")),

@@ -4,7 +4,7 @@ Each stage owns `workdir/<stage>/`. It is done when `done.json` there records th
 fingerprint of the config sections it reads and of the stages it depends on. A done stage
 with the same fingerprint is skipped; one made with a different config is never silently
 overwritten: the run stops and names the changed fields (`--force` redoes it). A stage that
-was killed resumes: its trainers restore their checkpoints, its samplers skip finished shards.
+was killed resumes: its trainers restore their latest checkpoints.
 """
 import dataclasses
 import hashlib
@@ -18,7 +18,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from tts.train.checkpoints import write_json_atomic
+from tts.atomic_files import write_json_atomic
 
 
 @dataclasses.dataclass(frozen=True)

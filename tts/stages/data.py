@@ -7,8 +7,8 @@ Later stages read these files, not the task generator.
 import json
 import os
 
+from tts.atomic_files import write_json_atomic, write_jsonl_atomic
 from tts.data.tasks import SPLITS, make_task
-from tts.train.checkpoints import write_json_atomic
 
 
 def _tokenized(cfg, split: str) -> list[dict]:
@@ -23,14 +23,6 @@ def _tokenized(cfg, split: str) -> list[dict]:
     prompt_ids, target_ids = task.encode_example(example)
     out.append(dict(example, prompt_ids=prompt_ids, target_ids=target_ids))
   return out
-
-
-def write_jsonl_atomic(path: str, records: list[dict]):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    for record in records:
-      f.write(json.dumps(record) + "\n")
-  os.replace(tmp, path)
 
 
 def read_split(workdir: str, split: str) -> list[dict]:

@@ -9,9 +9,9 @@ import json
 import os
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
+from tts.atomic_files import write_json_atomic
 from tts.model.config import ModelConfig
 
 
@@ -104,22 +104,3 @@ def load_params(directory: str, abstract_params):
   with ocp.StandardCheckpointer() as ckpt:
     check_shapes(ckpt.metadata(path).item_metadata.tree, abstract_params, path)
     return ckpt.restore(path, abstract_params)
-
-
-def write_json_atomic(path: str, obj):
-  """Writes to a temporary name, then renames: readers never see half a file."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def _json_default(x):
-  if isinstance(x, (np.integer, np.floating)):
-    return x.item()
-  if isinstance(x, np.ndarray):
-    return x.tolist()
-  raise TypeError(f"cannot write {type(x).__name__} to JSON")

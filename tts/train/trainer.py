@@ -18,6 +18,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from tts.atomic_files import write_lines_atomic
 from tts.model import ModelConfig, Transformer
 from tts.model.sharding import batch_sharding, param_shardings
 from tts.train import batches
@@ -221,7 +222,4 @@ def _truncate_metrics(path: str, step: int):
     return
   with open(path) as f:
     kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  write_lines_atomic(path, kept)
