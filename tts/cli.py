@@ -1,6 +1,7 @@
 """The `tts` command.
 
   tts run configs/demo.py --workdir runs/demo [--only STAGE] [--force] [--config.a.b=value ...]
+  tts search configs/demo.py --workdir runs/demo   # one stage: same as run --only search
 
 Multi-host: pass --distributed on every host (TPU pods and SLURM clusters are detected by
 `jax.distributed.initialize()`), or the explicit --coordinator/--num_processes/--process_id.
@@ -15,6 +16,9 @@ import sys
 import ml_collections
 
 DEFAULT_CONFIG = "configs/demo.py"
+# Each stage is also a command (`tts search ...` = `tts run ... --only search`). Listed here
+# so that argument errors show before jax is imported; a test keeps it equal to the stages.
+STAGE_COMMANDS = ("data", "policy", "search")
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -81,16 +85,21 @@ def main(argv=None):
   parser = argparse.ArgumentParser(prog="tts", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
-  run = sub.add_parser("run", help="run an experiment's stages in order")
-  run.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
-  run.add_argument("--workdir", default="runs/demo")
-  run.add_argument("--only", help="run just this stage (its inputs must be done)")
-  run.add_argument("--force", action="store_true", help="redo stages even if done")
-  run.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() (TPU pod, SLURM)")
-  run.add_argument("--coordinator", help="host:port of process 0, for manual multi-host")
-  run.add_argument("--num_processes", type=int)
-  run.add_argument("--process_id", type=int)
+  commands = {"run": "run an experiment's stages in order"}
+  commands.update({name: f"run only the {name} stage (its inputs must be done)"
+                   for name in STAGE_COMMANDS})
+  for command, text in commands.items():
+    run = sub.add_parser(command, help=text)
+    run.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    run.add_argument("--workdir", default="runs/demo")
+    if command == "run":
+      run.add_argument("--only", help="run just this stage (its inputs must be done)")
+    run.add_argument("--force", action="store_true", help="redo stages even if done")
+    run.add_argument("--distributed", action="store_true",
+                     help="call jax.distributed.initialize() (TPU pod, SLURM)")
+    run.add_argument("--coordinator", help="host:port of process 0, for manual multi-host")
+    run.add_argument("--num_processes", type=int)
+    run.add_argument("--process_id", type=int)
   args, overrides = parser.parse_known_args(argv)
 
   try:
@@ -100,7 +109,8 @@ def main(argv=None):
   _init_distributed(args)
   from tts import experiment  # imports jax and the stages; after argument errors are shown
   try:
-    summary = experiment.run(config, args.workdir, only=args.only, force=args.force)
+    only = args.only if args.command == "run" else args.command
+    summary = experiment.run(config, args.workdir, only=only, force=args.force)
   except experiment.USER_ERRORS as e:
     parser.exit(1, f"tts: error: {e}\n")
   print(f"tts: finished; stage summaries in {summary}")

@@ -8,7 +8,7 @@ import jax
 
 from tts import pipeline
 from tts.data.errors import DataError
-from tts.stages import data, policy
+from tts.stages import data, policy, search
 from tts.atomic_files import write_json_atomic
 from tts.train.checkpoints import CheckpointMismatchError
 
@@ -17,6 +17,8 @@ STAGES = [
     pipeline.Stage("policy", policy.run, deps=("data",),
                    config_keys=("task", "data", "models", "policy", "policy_eval", "seed",
                                 "logical_axis_rules")),
+    pipeline.Stage("search", search.run, deps=("policy",), switch="search",
+                   config_keys=("task", "search")),
 ]
 
 # Errors a user can act on: shown as one line by the CLI, not a traceback.

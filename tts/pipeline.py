@@ -27,6 +27,7 @@ class Stage:
   run: Callable[["Context"], dict]  # returns a small summary, stored in done.json
   config_keys: tuple[str, ...]  # config sections or dotted fields the result depends on
   deps: tuple[str, ...] = ()
+  switch: str | None = None  # a config section whose presence turns the stage on
 
 
 @dataclasses.dataclass
@@ -96,6 +97,10 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
   names = [s.name for s in stages]
   if only is not None and only not in names:
     raise ValueError(f"--only {only}: no such stage; stages are {', '.join(names)}")
+  off = [s for s in stages if s.switch and s.switch not in ctx.config]
+  if only is not None and only in [s.name for s in off]:
+    raise ValueError(f"stage '{only}' is off: the config has no '{only}' section")
+  stages = [s for s in stages if s not in off]
   prints, summaries = {}, {}
   for stage in stages:
     fp, inputs = fingerprint(stage, ctx.config, prints)

@@ -2,7 +2,6 @@
 import dataclasses
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """A Llama-style decoder. Verifiers set `value_head`; Qwen2 layouts set `attention_bias`."""

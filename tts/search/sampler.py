@@ -1,9 +1,11 @@
 """The one jitted sampler: batched rows, each with its own prompt length, key and stop.
 
-Decoding is prefill (all prompt tokens through the model once, ragged rows right-padded)
-then a `lax.while_loop` of one-token steps against the KV cache, ending when every row has
-stopped. Row b's t-th token is drawn with fold_in(keys[b], t), so a row's tokens do not
-depend on which other rows share its batch.
+Three pieces, each compiled once per shape: `prefill` runs the prompts through the model
+once (ragged rows right-padded); `decode` extends live rows by a `lax.while_loop` of
+one-token steps against the KV cache until each stops (end of a step, end of the solution,
+or a length cap); `reorder` gathers cache rows, so candidates share their prompt's prefill
+and beams keep their prefix without recomputing it. `sample` is prefill + one decode.
+Tree searches (search/tree.py) call decode once per step from a Python loop.
 """
 import dataclasses
 import functools
@@ -14,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tts.model import init_cache
+from tts.model import KVCache, gather_rows, init_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,54 +48,114 @@ def _filter_logits(logits, cfg: SamplingConfig):
   return logits
 
 
-def _choose(logits, keys, t, cfg: SamplingConfig):
-  """Next token per row. logits: [B, V]; keys: [B] typed keys."""
+def _choose(logits, keys, positions, cfg: SamplingConfig):
+  """Next token per row. logits: [B, V]; keys: [B] typed keys; positions: int32[B]."""
   if cfg.temperature == 0.0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  def one(row_logits, key):
-    return jax.random.categorical(jax.random.fold_in(key, t), _filter_logits(row_logits, cfg))
-  return jax.vmap(one)(logits, keys).astype(jnp.int32)
+  def one(row_logits, key, position):
+    return jax.random.categorical(jax.random.fold_in(key, position),
+                                  _filter_logits(row_logits, cfg))
+  return jax.vmap(one)(logits, keys, positions).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "stop_ids"))
-def sample(graphdef, params, prompts, prompt_lengths, keys, cfg: SamplingConfig,
-           stop_ids: tuple[int, ...]) -> Samples:
-  """prompts: int32[B, P] right-padded; prompt_lengths: int32[B]; keys: [B] typed keys.
+class DecodeState(NamedTuple):
+  """Where every row stands: its cache, the logits for its next token, its prompt length."""
+  cache: KVCache
+  logits: jax.Array  # float32[B, V]
+  prompt_lengths: jax.Array  # int32[B]
 
-  A row stops after emitting any of `stop_ids` (end of solution, or end of step for
-  step-wise search) or after cfg.max_new_tokens tokens.
-  """
+
+class Step(NamedTuple):
+  """What one decode call added to each row."""
+  tokens: jax.Array  # int32[B, T], pad after the row's last token
+  log_probs: jax.Array  # float32[B, T], under the unfiltered softmax at temperature 1
+  lengths: jax.Array  # int32[B], tokens added (0 for rows not live)
+  capped: jax.Array  # bool[B], the row reached cfg.max_new_tokens without a stop id
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "capacity"))
+def prefill(graphdef, params, prompts, prompt_lengths, capacity: int) -> DecodeState:
+  """One forward pass over right-padded prompts [B, P] into a cache of `capacity` slots."""
   model = nnx.merge(graphdef, params)
-  b, p = prompts.shape
-  cache = init_cache(model.cfg, b, p + cfg.max_new_tokens)
+  cache = init_cache(model.cfg, prompts.shape[0], capacity)
   out = model(prompts, cache, num_new=prompt_lengths)
   last = jnp.take_along_axis(out.logits, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
+  return DecodeState(out.cache, last.astype(jnp.float32), prompt_lengths)
+
+
+@jax.jit
+def reorder(state: DecodeState | KVCache, rows):
+  """Row i of the result is row rows[i]: fan a prompt out to its candidates, or keep the
+  beams a search selected. Takes a DecodeState or a bare KVCache (a verifier's)."""
+  if isinstance(state, KVCache):
+    return gather_rows(state, rows)
+  return DecodeState(gather_rows(state.cache, rows), state.logits[rows],
+                     state.prompt_lengths[rows])
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "stop_ids", "max_tokens"))
+def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig,
+           stop_ids: tuple[int, ...], max_tokens: int) -> tuple[DecodeState, Step]:
+  """Extends every live row until it emits one of `stop_ids` (a step end or the end of the
+  solution), has added `max_tokens` tokens, or holds cfg.max_new_tokens in all.
+
+  The token at absolute position p of row b is drawn with fold_in(keys[b], p): a row's
+  tokens depend on its key and prefix only, not on its batch or on how decoding was split
+  into calls. keys: [B] typed keys; live: bool[B], rows that take part.
+  """
+  model = nnx.merge(graphdef, params)
+  b = live.shape[0]
+  limit = state.prompt_lengths + cfg.max_new_tokens
   stop_ids = jnp.asarray(stop_ids, jnp.int32)
+  done = ~live | (state.cache.lengths >= limit)
 
   def cond(carry):
     t, _, _, _, _, done = carry
-    return (t < cfg.max_new_tokens) & ~jnp.all(done)
+    return (t < max_tokens) & ~jnp.all(done)
 
   def body(carry):
     t, logits, cache, tokens, log_probs, done = carry
-    token = jnp.where(done, 0, _choose(logits, keys, t, cfg))
+    token = jnp.where(done, 0, _choose(logits, keys, cache.lengths, cfg))
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=1)[:, 0]
     tokens = tokens.at[:, t].set(token)
     log_probs = log_probs.at[:, t].set(jnp.where(done, 0.0, log_prob))
-    step = model(token[:, None], cache, num_new=(~done).astype(jnp.int32))
-    done = done | jnp.isin(token, stop_ids)
-    return t + 1, step.logits[:, 0], step.cache, tokens, log_probs, done
+    out = model(token[:, None], cache, num_new=(~done).astype(jnp.int32))
+    logits = jnp.where(done[:, None], logits, out.logits[:, 0].astype(jnp.float32))
+    done = done | jnp.isin(token, stop_ids) | (out.cache.lengths >= limit)
+    return t + 1, logits, out.cache, tokens, log_probs, done
 
-  init = (jnp.int32(0), last, out.cache, jnp.zeros((b, cfg.max_new_tokens), jnp.int32),
-          jnp.zeros((b, cfg.max_new_tokens), jnp.float32), jnp.zeros((b,), bool))
-  _, _, cache, tokens, log_probs, _ = jax.lax.while_loop(cond, body, init)
-  return Samples(tokens, log_probs, cache.lengths - prompt_lengths)
+  start = state.cache.lengths
+  init = (jnp.int32(0), state.logits, state.cache, jnp.zeros((b, max_tokens), jnp.int32),
+          jnp.zeros((b, max_tokens), jnp.float32), done)
+  _, logits, cache, tokens, log_probs, _ = jax.lax.while_loop(cond, body, init)
+  lengths = cache.lengths - start
+  last = jnp.take_along_axis(tokens, jnp.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
+  capped = (lengths > 0) & (cache.lengths >= limit) & ~jnp.isin(last, stop_ids)
+  return DecodeState(cache, logits, state.prompt_lengths), Step(tokens, log_probs, lengths, capped)
 
 
-def pad_prompts(prompt_ids: list[list[int]], pad_id: int, multiple: int = 16):
-  """Right-pads to a length rounded up to `multiple` (fewer distinct shapes to compile)."""
+def sample(graphdef, params, prompts, prompt_lengths, keys, cfg: SamplingConfig,
+           stop_ids: tuple[int, ...]) -> Samples:
+  """Whole completions: prefill, then decode until a stop id or cfg.max_new_tokens.
+
+  prompts: int32[B, P] right-padded; prompt_lengths: int32[B]; keys: [B] typed keys.
+  """
+  state = prefill(graphdef, params, prompts, prompt_lengths,
+                  prompts.shape[1] + cfg.max_new_tokens)
+  live = jnp.ones(prompts.shape[:1], bool)
+  _, step = decode(graphdef, params, state, keys, live, cfg, tuple(stop_ids), cfg.max_new_tokens)
+  return Samples(step.tokens, step.log_probs, step.lengths)
+
+
+def pad_prompts(prompt_ids: list[list[int]], pad_id: int, multiple: int = 16,
+                width: int | None = None):
+  """Right-pads to `width`, or to the longest prompt rounded up to `multiple` (fewer
+  distinct shapes to compile). Returns (int32[B, width], int32[B] lengths)."""
   longest = max(len(p) for p in prompt_ids)
-  width = -(-longest // multiple) * multiple
+  if width is None:
+    width = -(-longest // multiple) * multiple
+  elif longest > width:
+    raise ValueError(f"a prompt has {longest} tokens, more than the padded width {width}")
   out = np.full((len(prompt_ids), width), pad_id, np.int32)
   for i, p in enumerate(prompt_ids):
     out[i, :len(p)] = p

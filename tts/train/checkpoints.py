@@ -10,9 +10,10 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
+from flax import nnx
 
 from tts.atomic_files import write_json_atomic
-from tts.model.config import ModelConfig
+from tts.model import LoadedModel, ModelConfig, Transformer
 
 
 class CheckpointMismatchError(ValueError):
@@ -104,3 +105,13 @@ def load_params(directory: str, abstract_params):
   with ocp.StandardCheckpointer() as ckpt:
     check_shapes(ckpt.metadata(path).item_metadata.tree, abstract_params, path)
     return ckpt.restore(path, abstract_params)
+
+
+def load_model(directory: str) -> LoadedModel:
+  """A saved model (see save_params) on this process's first device, for decoding."""
+  cfg = load_model_config(directory)
+  device = jax.local_devices()[0]
+  abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(device)), abstract)
+  return LoadedModel.create(cfg, load_params(directory, abstract))

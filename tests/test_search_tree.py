@@ -1,0 +1,255 @@
+"""The tree searches: decoding in steps, cache reorders, selection, and what each method keeps."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tts.model import LoadedModel, ModelConfig, Transformer
+from tts.search import answers, methods, sampler, tree, verifier
+from tts.search.methods import MethodConfig
+from tts.search.sampler import SamplingConfig
+
+VOCAB, EOS, NEWLINE, PAD = 8, 1, 3, 0  # a small vocabulary: steps and solutions end often
+
+
+def _loaded(value_head: bool, seed: int) -> LoadedModel:
+  cfg = ModelConfig(vocab_size=VOCAB, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+                    d_ff=64, value_head=value_head)
+  model = Transformer(cfg, nnx.Rngs(seed))
+  if value_head:  # a value head that reads the input, so scores differ between rows
+    model.value_w[...] = jax.random.normal(jax.random.key(seed), model.value_w.shape)
+  return LoadedModel.create(cfg, nnx.to_pure_dict(nnx.state(model)))
+
+
+@pytest.fixture(scope="module")
+def decoder():
+  return tree.Decoder(_loaded(False, 0), _loaded(True, 1),
+                      SamplingConfig(temperature=1.0, max_new_tokens=20), (NEWLINE,), EOS, PAD,
+                      prompt_width=8, max_step_tokens=6)
+
+
+PROMPTS = [[2, 4, 5], [6, 7, 2, 4, 4, 5, 6], [5, 5]]
+
+
+def _keys(n, seed=0):
+  return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(np.arange(n))
+
+
+def _forward_last_logits(model: LoadedModel, seqs):
+  """From-scratch forward pass over whole prefixes: the logits after each one's last token."""
+  m = nnx.merge(model.graphdef, model.params)
+  tokens, lengths = sampler.pad_prompts(seqs, PAD)
+  logits = m(jnp.asarray(tokens)).logits
+  return np.asarray(logits[np.arange(len(seqs)), lengths - 1])
+
+
+def test_stepwise_batched_decoding_equals_one_row_and_one_call(decoder):
+  """Rows draw the same tokens alone or in a batch, in several calls or in one."""
+  pol, cfg = decoder.policy, decoder.sampling
+  keys = _keys(3)
+  tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
+  state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, decoder.capacity)
+  live = jnp.ones(3, bool)
+  pieces = [[] for _ in PROMPTS]
+  for _ in range(4):  # one step per call
+    state, step = sampler.decode(pol.graphdef, pol.params, state, keys, live, cfg,
+                                 (NEWLINE, EOS), 6)
+    for i in range(3):
+      pieces[i] += step.tokens[i, :step.lengths[i]].tolist()
+    live = live & ~jnp.asarray([bool(p) and p[-1] == EOS for p in pieces])
+  for i, prompt in enumerate(PROMPTS):
+    t, n = sampler.pad_prompts([prompt], PAD, width=8)
+    alone = sampler.prefill(pol.graphdef, pol.params, t, n, decoder.capacity)
+    _, whole = sampler.decode(pol.graphdef, pol.params, alone, keys[i:i + 1],
+                              jnp.ones(1, bool), cfg, (EOS,), 20)
+    whole = whole.tokens[0, :whole.lengths[0]].tolist()
+    assert pieces[i] == whole[:len(pieces[i])]
+  assert sum(map(len, pieces)) > 8 and any(NEWLINE in p for p in pieces)
+
+
+def test_reordered_cache_gives_the_logits_of_the_recomputed_prefixes(decoder):
+  pol = decoder.policy
+  tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
+  state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, decoder.capacity)
+  state = sampler.reorder(state, np.repeat(np.arange(3), 2))  # two candidates per prompt
+  state, step = sampler.decode(pol.graphdef, pol.params, state, _keys(6), jnp.ones(6, bool),
+                               decoder.sampling, (NEWLINE, EOS), 6)
+  selected = np.array([5, 0, 0, 3, 2, 5])
+  state = sampler.reorder(state, selected)
+  prefixes = [PROMPTS[r // 2] + step.tokens[r, :step.lengths[r]].tolist() for r in selected]
+  np.testing.assert_allclose(np.asarray(state.logits), _forward_last_logits(pol, prefixes),
+                             atol=1e-4, rtol=1e-4)
+  np.testing.assert_array_equal(np.asarray(state.cache.lengths), [len(p) for p in prefixes])
+
+
+def test_incremental_verifier_scores_equal_a_full_pass(decoder):
+  ver = decoder.verifier
+  tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
+  scored = verifier.score_prompts(ver.graphdef, ver.params, tokens, lengths, decoder.capacity)
+  new = np.array([[4, 3, 0], [5, 6, 3], [2, 0, 0]], np.int32)
+  n_new = np.array([2, 3, 1], np.int32)
+  step = verifier.score_tokens(ver.graphdef, ver.params, scored.cache, new, n_new)
+  model = nnx.merge(ver.graphdef, ver.params)
+  for i, prompt in enumerate(PROMPTS):
+    seq = prompt + new[i, :n_new[i]].tolist()
+    full = jax.nn.sigmoid(model(jnp.asarray([seq])).values[0])
+    np.testing.assert_allclose(scored.probs[i, 0], full[len(prompt) - 1], atol=1e-5)
+    np.testing.assert_allclose(step.probs[i, :n_new[i]], full[len(prompt):], atol=1e-5)
+
+
+class Spy:
+  """Wraps an engine and records, per round, the scores it saw and the parents kept."""
+
+  def __init__(self, engine):
+    self.engine, self.eos_id, self.rounds = engine, engine.eos_id, []
+
+  def start(self, prompts, width):
+    state, scores = self.engine.start(prompts, width)
+    self.last = scores.astype(np.float64)
+    return state, scores
+
+  def advance(self, state, keys, live, greedy):
+    state, step = self.engine.advance(state, keys, live, greedy)
+    if not greedy:
+      ended = np.zeros_like(live)
+      for i in np.flatnonzero(live):
+        n = int(step.lengths[i])
+        self.last[i], _ = verifier.step_score(step.probs[i], step.tokens[i], n, EOS,
+                                              self.last[i])
+        ended[i] = step.tokens[i, n - 1] == EOS or step.capped[i]
+      self.rounds.append({"live": live, "open": live & ~ended, "scores": self.last.copy()})
+    return state, step
+
+  def reorder(self, state, rows):
+    self.rounds[-1]["rows"] = rows
+    self.last = self.last[rows]
+    return self.engine.reorder(state, rows)
+
+
+def test_beam_search_keeps_exactly_the_top_n_over_m(decoder):
+  n, m = 8, 2
+  spy = Spy(decoder)
+  shape = methods.tree_shape(MethodConfig("beam", beam_width=m), n)
+  tree.search(spy, PROMPTS[:2], _keys(2), shape)
+  checked = 0
+  for r, after in zip(spy.rounds, spy.rounds[1:]):
+    for q in range(2):
+      mine = np.arange(q * n, (q + 1) * n)
+      open_rows = [i for i in mine if r["open"][i]]
+      if len(open_rows) < n // m or not after["live"][mine].any():
+        continue
+      expected = sorted(open_rows, key=lambda i: (-r["scores"][i], i))[:n // m]
+      parents = r["rows"][mine]
+      assert after["live"][mine].all()
+      assert sorted(set(parents.tolist())) == sorted(expected)
+      assert all((parents == p).sum() == m for p in expected)  # M children each
+      checked += 1
+  assert checked >= 2
+
+
+def test_lookahead_zero_is_beam_search(decoder):
+  beam = methods.run(decoder, methods.tree_shape(MethodConfig("beam", beam_width=2), 4),
+                     PROMPTS, _keys(3), rows_per_batch=8)
+  zero = methods.run(decoder, methods.tree_shape(MethodConfig("lookahead", beam_width=2), 4),
+                     PROMPTS, _keys(3), rows_per_batch=8)
+  one = methods.run(decoder, methods.tree_shape(MethodConfig("lookahead", 2, lookahead=1), 4),
+                    PROMPTS, _keys(3), rows_per_batch=8)
+  tokens = lambda res: [[c.tokens for c in r.candidates] for r in res]
+  assert tokens(beam) == tokens(zero)
+  assert [r.counts for r in beam] == [r.counts for r in zero]
+  assert sum(r.counts.generated_tokens for r in one) > sum(r.counts.generated_tokens for r in beam)
+
+
+def test_dvts_with_one_subtree_is_greedy_by_verifier(decoder):
+  """A from-scratch reference: each round re-feed the best unfinished prefix, sample M
+  steps from it, score the whole sequences, keep the best; stop with M finished ones."""
+  m, q = 4, 1
+  found = tree.search(decoder, [PROMPTS[q]], _keys(2)[q:q + 1],
+                      methods.tree_shape(MethodConfig("dvts", beam_width=m), m))[0]
+  pol, ver, cfg = decoder.policy, decoder.verifier, decoder.sampling
+  vmodel = nnx.merge(ver.graphdef, ver.params)
+  prefix, pool, round_index, rounds = [], [], 0, 0
+  while len(pool) < m and round_index < 40:
+    rounds += 1
+    keys = tree.round_keys(_keys(2)[q:q + 1], round_index, m)
+    tokens, lengths = sampler.pad_prompts([PROMPTS[q] + prefix] * m, PAD)
+    state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths,
+                            tokens.shape[1] + cfg.max_new_tokens)
+    state = state._replace(prompt_lengths=jnp.full(m, len(PROMPTS[q])))
+    _, step = sampler.decode(pol.graphdef, pol.params, state, keys, jnp.ones(m, bool), cfg,
+                             (NEWLINE, EOS), 6)
+    options = []
+    for j in range(m):
+      new = step.tokens[j, :step.lengths[j]].tolist()
+      seq = PROMPTS[q] + prefix + new
+      values = np.asarray(jax.nn.sigmoid(vmodel(jnp.asarray([seq])).values[0]))
+      scored = len(new) - (new[-1] == EOS)
+      score = values[len(seq) - 1 - (new[-1] == EOS)] if scored else None  # finished
+      options.append((prefix + new, score, new[-1] == EOS or bool(step.capped[j])))
+    pool += [o for o in options if o[2]]
+    open_options = [o for o in options if not o[2]]
+    if not open_options:
+      break
+    prefix = max(open_options, key=lambda o: o[1])[0]
+    round_index += 1
+  assert sorted(c.tokens for c in found.candidates) == sorted(o[0] for o in pool[:m])
+  assert found.counts.rounds == rounds
+
+
+def test_best_of_n_subsets_equal_smaller_runs(decoder):
+  """Best-of-n read off a best-of-N run equals running best-of-n itself."""
+  big = methods.run(decoder, methods.tree_shape(MethodConfig(), 8), PROMPTS, _keys(3), 24)
+  small = methods.run(decoder, methods.tree_shape(MethodConfig(), 2), PROMPTS, _keys(3), 24)
+  for b, s in zip(big, small):
+    cut = methods.first_samples(b, 2)
+    by_slot = sorted(s.candidates, key=lambda c: c.slot)
+    assert [c.tokens for c in cut.candidates] == [c.tokens for c in by_slot]
+    assert cut.counts == s.counts
+
+
+def test_counts_add_up(decoder):
+  """Best-of-N: generated tokens are the candidates' tokens; a batch of several questions
+  counts each question on its own (padding copies not counted)."""
+  shape = methods.tree_shape(MethodConfig(), 4)
+  res = methods.run(decoder, shape, PROMPTS, _keys(3), rows_per_batch=8)  # 2 per batch
+  alone = [methods.run(decoder, shape, [p], _keys(3)[i:i + 1], 4)[0]
+           for i, p in enumerate(PROMPTS)]
+  for r, a, prompt in zip(res, alone, PROMPTS):
+    assert len(r.candidates) == 4
+    assert r.counts.generated_tokens == sum(len(c.tokens) for c in r.candidates)
+    assert r.counts.verifier_tokens == len(prompt) + r.counts.generated_tokens
+    assert r.counts == a.counts
+    assert r.counts.rounds == max(c.rounds for c in r.candidates)
+
+
+def test_weighted_selection_sums_scores_of_equivalent_answers():
+  same = lambda a, b: float(a) == float(b)  # "2" and "2.0" are the same answer
+  found = ["2", "7", "2.0", None, "7", "2"]
+  scores = [0.35, 0.9, 0.35, 1.0, 0.05, 0.35]  # "2": 1.05 only with "2.0" merged; "7": 0.95
+  assert answers.group_answers(found, same) == [[0, 2, 5], [1, 4]]
+  assert found[answers.select(found, scores, "argmax", same)] == "7"
+  assert found[answers.select(found, scores, "weighted", same)] == "2"
+  assert found[answers.select(found, [0.35, 0.9, 0.35, 1.0, 0.5, 0.35], "weighted", same)] == "7"
+  assert found[answers.select(found, scores, "majority", same)] == "2"
+  assert answers.select([None, None], [1.0, 1.0], "weighted", same) is None
+
+
+def test_step_aggregations():
+  assert verifier.aggregate([0.9, 0.5, 0.8], "last") == 0.8
+  assert verifier.aggregate([0.9, 0.5, 0.8], "min") == 0.5
+  assert verifier.aggregate([0.9, 0.5, 0.8], "prod") == pytest.approx(0.36)
+  with pytest.raises(ValueError, match="mean"):
+    verifier.aggregate([0.5], "mean")
+
+
+def test_tree_shapes():
+  assert methods.tree_shape(MethodConfig("beam"), 16) == tree.TreeShape(1, 4, 4)
+  assert methods.tree_shape(MethodConfig("beam", beam_width=4), 64) == tree.TreeShape(1, 16, 4)
+  assert methods.tree_shape(MethodConfig("dvts", beam_width=4), 16) == tree.TreeShape(4, 1, 4)
+  assert methods.tree_shape(MethodConfig("beam"), 8) is None  # sqrt(8) is not whole
+  assert methods.tree_shape(MethodConfig("beam", beam_width=4), 2) is None
+  assert methods.generations(MethodConfig("lookahead", 4, lookahead=3), 16) == 64
+  with pytest.raises(ValueError, match="kind"):
+    MethodConfig("mcts")

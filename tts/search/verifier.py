@@ -1,0 +1,65 @@
+"""Verifiers: a value-head transformer read at the end of every step of every candidate.
+
+A PRM is trained so its reading after a step estimates the chance that the solution so far
+still reaches the right answer; an ORM is trained on final correctness only, so only its
+reading after the last step means anything. Both are the same model with `value_head`, fed
+incrementally: the verifier keeps its own KV cache per candidate row, takes each new step
+once, and is reordered with the policy's rows when beams are selected.
+"""
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tts.model import KVCache, init_cache
+
+KINDS = ("prm", "orm")
+STEP_AGGREGATIONS = ("last", "min", "prod")
+
+
+class Scores(NamedTuple):
+  cache: KVCache
+  probs: jax.Array  # float32[B, T]: sigmoid of the value head after each new token
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "capacity"))
+def score_prompts(graphdef, params, prompts, prompt_lengths, capacity: int) -> Scores:
+  """Prefills the verifier's cache; probs[:, 0] is the reading after each whole prompt."""
+  model = nnx.merge(graphdef, params)
+  cache = init_cache(model.cfg, prompts.shape[0], capacity)
+  out = model(prompts, cache, num_new=prompt_lengths)
+  last = jnp.take_along_axis(out.values, (prompt_lengths - 1)[:, None], axis=1)
+  return Scores(out.cache, jax.nn.sigmoid(last))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def score_tokens(graphdef, params, cache: KVCache, tokens, lengths) -> Scores:
+  """Appends each row's `lengths` new tokens to the verifier's cache and reads every one."""
+  model = nnx.merge(graphdef, params)
+  out = model(tokens, cache, num_new=lengths)
+  return Scores(out.cache, jax.nn.sigmoid(out.values))
+
+
+def step_score(probs: np.ndarray, tokens: np.ndarray, length: int, eos_id: int,
+               previous: float) -> tuple[float, bool]:
+  """The reading at a step's last token, a trailing eos not counted (the verifier reads a
+  step where its text ends). Returns (score, whether the step had text to score): a step
+  that is only an eos ends the solution without a new reading, so `previous` stands."""
+  n = length - 1 if length and tokens[length - 1] == eos_id else length
+  return (float(probs[n - 1]), True) if n > 0 else (previous, False)
+
+
+def aggregate(step_scores: list[float], how: str) -> float:
+  """One score per solution from its step scores. The paper finds `last` best."""
+  if not step_scores:
+    return 0.0
+  if how == "last":
+    return step_scores[-1]
+  if how == "min":
+    return min(step_scores)
+  if how == "prod":
+    return float(np.prod(step_scores))
+  raise ValueError(f"step aggregation {how!r} is unknown; use one of {STEP_AGGREGATIONS}")
