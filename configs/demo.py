@@ -7,6 +7,7 @@ import ml_collections
 
 from tts.config_schema import all_fields
 from tts.model.config import ModelConfig
+from tts.search.methods import MethodConfig
 from tts.train.config import TrainConfig
 
 # Logical parameter axes -> mesh axes (t5x/MaxText convention). `batch` shards data rows.
@@ -51,3 +52,25 @@ def get_config() -> ml_collections.ConfigDict:
   c.policy_eval = dict(num_questions=200, samples=16, temperature=0.7, max_new_tokens=136,
                        batch_size=256)
   return c
+
+
+def search_section(verifier: str = "prm/final", verifier_kind: str = "prm") -> dict:
+  """The `search` stage: methods x budgets on test questions, scored by a saved verifier
+  (a path in the workdir). Beam widths: M = sqrt(N) (beam_width=0) and M = 4, as the paper
+  sweeps; lookahead k = 1 with sqrt(N), k = 3 with M = 4."""
+  method = lambda **kw: all_fields(MethodConfig, **kw)
+  return dict(
+      verifier=verifier, verifier_kind=verifier_kind, aggregation="last",
+      num_questions=100, budgets=(1, 2, 4, 8, 16), seed=0,
+      # search-and-learn samples at 0.8; a step is at most max_step_tokens tokens.
+      temperature=0.8, top_k=0, top_p=1.0, max_new_tokens=136, max_step_tokens=16,
+      rows_per_batch=1024,  # candidate rows decoded together (questions x N)
+      methods=dict(
+          best_of_n=method(kind="best_of_n"),
+          beam_sqrt=method(kind="beam", beam_width=0),
+          beam4=method(kind="beam", beam_width=4),
+          lookahead_sqrt_k1=method(kind="lookahead", beam_width=0, lookahead=1),
+          lookahead4_k3=method(kind="lookahead", beam_width=4, lookahead=3),
+          dvts4=method(kind="dvts", beam_width=4),
+      ),
+  )

@@ -11,33 +11,17 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from tts import config_schema
 from tts.cli import load_config
 from tts.data.tasks import make_task
 from tts.model.sharding import make_mesh
+from tts.roofline import matmul_peak
 from tts.stages.policy import model_config
 from tts.train.config import TrainConfig
 from tts.train.objectives import NextTokenLoss
 from tts.train.trainer import Trainer
-
-
-def matmul_peak(sizes=(512, 1024, 2048), repeats=5) -> tuple[float, int]:
-  """Best measured f32 GFLOP/s over a few square sizes."""
-  best = (0.0, 0)
-  for n in sizes:
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-      t = time.perf_counter()
-      f(a).block_until_ready()
-      times.append(time.perf_counter() - t)
-    best = max(best, (2 * n ** 3 / min(times) / 1e9, n))
-  return best
 
 
 def bench_model(cfg, name, steps: int) -> dict:

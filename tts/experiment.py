@@ -7,9 +7,9 @@ import os
 import jax
 
 from tts import pipeline
+from tts.atomic_files import write_json_atomic
 from tts.data.errors import DataError
 from tts.stages import data, policy, search
-from tts.atomic_files import write_json_atomic
 from tts.train.checkpoints import CheckpointMismatchError
 
 STAGES = [

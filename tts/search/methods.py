@@ -65,8 +65,8 @@ def run(engine, shape: TreeShape, prompts: list[list[int]], question_keys,
 
 
 def first_samples(result: QuestionResult, n: int) -> QuestionResult:
-  """Best-of-n from a best-of-N run with n <= N: the candidates of slots < n. Exact, since
-  best-of-N rows never interact and a slot's tokens depend only on its own keys."""
+  """Best-of-n from a best-of-N run with n <= N: the candidates of slots < n, in slot order.
+  Exact, since best-of-N rows never interact and a slot's tokens depend only on its keys."""
   chosen = sorted((c for c in result.candidates if c.slot < n), key=lambda c: c.slot)
   generated = sum(len(c.tokens) for c in chosen)
   p = result.counts.prompt_tokens

@@ -9,15 +9,15 @@ import numpy as np
 from flax import nnx
 
 from tts import config_schema
+from tts.atomic_files import write_json_atomic
 from tts.data.tasks import make_task
 from tts.model import ModelConfig, Transformer
 from tts.model.sharding import make_mesh
 from tts.search.sampler import SamplingConfig, sample_all
 from tts.stages.data import read_split
-from tts.atomic_files import write_json_atomic
+from tts.train import packing
 from tts.train.checkpoints import save_params
 from tts.train.config import TrainConfig
-from tts.train import packing
 from tts.train.objectives import NextTokenLoss
 from tts.train.trainer import Trainer
 

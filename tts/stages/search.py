@@ -95,7 +95,8 @@ def run(ctx) -> dict:
       found = methods.run(decoder, methods.tree_shape(method, n), prompts, keys,
                           s.rows_per_batch)
       for m in ([k for k in missing if k <= n] if method.kind == "best_of_n" else [n]):
-        per_question = [methods.first_samples(r, m) for r in found] if m != n else found
+        per_question = ([methods.first_samples(r, m) for r in found]
+                        if method.kind == "best_of_n" else found)
         done[m] = [results.question_record(task, q, name, method, m, r, s.aggregation, *sizes)
                    for q, r in zip(questions, per_question)]
         if ctx.is_main:

@@ -2,7 +2,6 @@
 import dataclasses
 
 
-
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   steps: int

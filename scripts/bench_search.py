@@ -1,0 +1,168 @@
+"""Beam search throughput: our batched, cached decoder against a loop written the way peers
+write it (one question at a time, every step re-feeding the whole prefix to the policy and
+the verifier), on the same models, the same questions and the same per-row keys.
+
+  python scripts/bench_search.py --workdir runs/demo [--questions 64] [--n 16] [--m 4]
+
+Needs the demo's trained small policy (workdir/policy/small/final). The verifier is the
+first of --verifier (default: prm/final) that exists in the workdir; without one the policy
+with a freshly initialised value head stands in (speed does not depend on what it learned;
+the line "verifier:" says which was used). Both searches run once on a few questions first
+so that compile time is left out of the timings.
+"""
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tts.cli import load_config
+from tts.data.tasks import make_task
+from tts.model import LoadedModel, Transformer
+from tts.roofline import matmul_peak
+from tts.search import answers, methods, sampler, tree
+from tts.search.methods import MethodConfig
+from tts.search.sampler import SamplingConfig
+from tts.search.tree import Advanced
+from tts.stages.data import read_split
+from tts.train.checkpoints import load_model
+
+
+class RefeedEngine:
+  """The peers' loop as an Engine: no cache survives a step. Each step prefills the whole
+  prefix again, decodes one step, and has the verifier read the whole sequence again."""
+
+  def __init__(self, decoder: tree.Decoder):
+    self.d, self.eos_id = decoder, decoder.eos_id
+    ver = decoder.verifier
+    self._values = jax.jit(lambda p, t: jax.nn.sigmoid(nnx.merge(ver.graphdef, p)(t).values))
+
+  def _read(self, seqs):
+    tokens, _ = sampler.pad_prompts(seqs, self.d.pad_id)
+    return np.asarray(self._values(self.d.verifier.params, tokens))
+
+  def start(self, prompts, width):
+    values = self._read(prompts)
+    scores = np.asarray([values[i, len(p) - 1] for i, p in enumerate(prompts)])
+    seqs = [list(p) for p in prompts for _ in range(width)]
+    return (seqs, [len(s) for s in seqs]), np.repeat(scores, width)
+
+  def advance(self, state, keys, live, greedy):
+    seqs, prompt_lengths = state
+    d, pol = self.d, self.d.policy
+    tokens, lengths = sampler.pad_prompts(seqs, d.pad_id)
+    decode_state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths,
+                                   tokens.shape[1] + d.max_step_tokens)
+    decode_state = decode_state._replace(prompt_lengths=jnp.asarray(prompt_lengths, jnp.int32))
+    sampling = SamplingConfig(**{**d.sampling.__dict__, "temperature": 0.0}) if greedy \
+        else d.sampling
+    _, step = sampler.decode(pol.graphdef, pol.params, decode_state, keys, jnp.asarray(live),
+                             sampling, tuple(d.step_end_ids) + (d.eos_id,), d.max_step_tokens)
+    step_tokens, step_lengths, capped = jax.device_get((step.tokens, step.lengths, step.capped))
+    new = [s + step_tokens[i, :step_lengths[i]].tolist() for i, s in enumerate(seqs)]
+    values = self._read(new)
+    probs = np.zeros(step_tokens.shape, np.float32)
+    for i, s in enumerate(seqs):
+      probs[i, :step_lengths[i]] = values[i, len(s):len(s) + step_lengths[i]]
+    return (new, prompt_lengths), Advanced(step_tokens, step_lengths, capped, probs)
+
+  def reorder(self, state, rows):
+    seqs, prompt_lengths = state
+    return [list(seqs[r]) for r in rows], [prompt_lengths[r] for r in rows]
+
+
+def load_verifier(workdir, choices, policy):
+  for path in choices:
+    if os.path.exists(os.path.join(workdir, path, "model.json")):
+      return load_model(os.path.join(workdir, path)), path
+  cfg = policy.cfg.__class__(**{**policy.cfg.__dict__, "value_head": True})
+  model = Transformer(cfg, nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(model))
+  params.update({k: v for k, v in policy.params.items()})  # policy weights, new value head
+  return LoadedModel.create(cfg, params), "policy weights + untrained value head"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", default="configs/demo.py")
+  parser.add_argument("--workdir", default="runs/demo")
+  parser.add_argument("--verifier", nargs="*", default=["prm/final"])
+  parser.add_argument("--questions", type=int, default=64)
+  parser.add_argument("--n", type=int, default=16)
+  parser.add_argument("--m", type=int, default=4)
+  parser.add_argument("--temperature", type=float, default=0.8)
+  parser.add_argument("--warmup", type=int, default=2, help="questions run before timing")
+  args = parser.parse_args()
+
+  cfg = load_config(args.config)
+  task = make_task(cfg.task)
+  questions = read_split(args.workdir, "test")[:args.questions]
+  prompts = [q["prompt_ids"] for q in questions]
+  policy = load_model(os.path.join(args.workdir, "policy", "small", "final"))
+  ver, ver_name = load_verifier(args.workdir, args.verifier, policy)
+  width = sampler.pad_prompts(prompts, task.vocab.pad_id)[0].shape[1]
+  decoder = tree.Decoder(policy, ver, SamplingConfig(temperature=args.temperature,
+                                                     max_new_tokens=cfg.data.max_len),
+                         tuple(sorted(task.vocab.step_end_ids)), task.vocab.eos_id,
+                         task.vocab.pad_id, prompt_width=width, max_step_tokens=16)
+  reference = RefeedEngine(decoder)
+  shape = methods.tree_shape(MethodConfig("beam", beam_width=args.m), args.n)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.arange(len(prompts)))
+  rows = len(prompts) * args.n
+
+  print(f"devices: {jax.devices()}  verifier: {ver_name}")
+  print(f"beam search N={args.n} M={args.m}, {len(prompts)} questions, temperature "
+        f"{args.temperature}, policy {policy.cfg.num_params:,} params, verifier "
+        f"{ver.cfg.num_params:,}")
+  peak, size = matmul_peak()
+
+  def ours(qs):
+    return methods.run(decoder, shape, [prompts[i] for i in qs], keys[np.asarray(qs)], rows)
+
+  def peers(qs):
+    return [tree.search(reference, [prompts[i]], keys[i:i + 1], shape)[0] for i in qs]
+
+  warm = list(range(args.warmup))
+  ours(warm)
+  peers(warm)
+  everything = list(range(len(prompts)))
+  start = time.perf_counter()
+  fast = ours(everything)
+  t_ours = time.perf_counter() - start
+  start = time.perf_counter()
+  slow = peers(everything)
+  t_peers = time.perf_counter() - start
+
+  def chosen(result, question):
+    texts = [task.vocab.decode(c.tokens) for c in result.candidates]
+    found = [task.extract_answer(t) for t in texts]
+    i = answers.select(found, [c.score for c in result.candidates], "weighted",
+                       task.same_answer)
+    return None if i is None else found[i]
+
+  same_answers = np.mean([chosen(a, q) == chosen(b, q)
+                          for a, b, q in zip(fast, slow, questions)])
+  same_tokens = np.mean([sorted(c.tokens for c in a.candidates) ==
+                         sorted(c.tokens for c in b.candidates) for a, b in zip(fast, slow)])
+  generated = sum(r.counts.generated_tokens for r in fast)
+  scored = sum(r.counts.verifier_tokens for r in fast)
+  flops = 2 * policy.cfg.num_params * generated + 2 * ver.cfg.num_params * scored
+  roofline = peak * 1e9 / (2 * (policy.cfg.num_params + ver.cfg.num_params))
+  print(f"matmul peak: {peak:.1f} GFLOP/s (f32, {size}^3)")
+  print(f"{'':28s}{'wall s':>10s}{'tokens/s':>12s}")
+  print(f"{'ours (batched, cached)':28s}{t_ours:10.2f}{generated / t_ours:12.0f}")
+  print(f"{'peers (per question, refeed)':28s}{t_peers:10.2f}{generated / t_peers:12.0f}")
+  print(f"speed-up: {t_peers / t_ours:.1f}x (target >= 10x)")
+  print(f"same chosen answers: {same_answers:.3f}; identical candidate sets: {same_tokens:.3f}")
+  print(f"generated tokens {generated:,}, verifier tokens {scored:,}")
+  print(f"decode: {generated / t_ours:.0f} tokens/s = {flops / t_ours / 1e9:.2f} GFLOP/s "
+        f"(2 x params x tokens, policy + verifier) = {flops / t_ours / 1e9 / peak:.1%} of peak; "
+        f"roofline at peak: {roofline:.0f} tokens/s")
+
+
+if __name__ == "__main__":
+  main()
