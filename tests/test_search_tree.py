@@ -12,6 +12,7 @@ from tts.search.methods import MethodConfig
 from tts.search.sampler import SamplingConfig
 
 VOCAB, EOS, NEWLINE, PAD = 8, 1, 3, 0  # a small vocabulary: steps and solutions end often
+CAPACITY = 8 + 20  # prompt width + max_new_tokens
 
 
 def _loaded(value_head: bool, seed: int) -> LoadedModel:
@@ -27,7 +28,7 @@ def _loaded(value_head: bool, seed: int) -> LoadedModel:
 def decoder():
   return tree.Decoder(_loaded(False, 0), _loaded(True, 1),
                       SamplingConfig(temperature=1.0, max_new_tokens=20), (NEWLINE,), EOS, PAD,
-                      prompt_width=8, max_step_tokens=6)
+                      prompt_width=8, max_step_tokens=6, block=8)  # caches grow 16 -> 28
 
 
 PROMPTS = [[2, 4, 5], [6, 7, 2, 4, 4, 5, 6], [5, 5]]
@@ -50,7 +51,7 @@ def test_stepwise_batched_decoding_equals_one_row_and_one_call(decoder):
   pol, cfg = decoder.policy, decoder.sampling
   keys = _keys(3)
   tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
-  state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, decoder.capacity)
+  state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, CAPACITY)
   live = jnp.ones(3, bool)
   pieces = [[] for _ in PROMPTS]
   for _ in range(4):  # one step per call
@@ -61,7 +62,7 @@ def test_stepwise_batched_decoding_equals_one_row_and_one_call(decoder):
     live = live & ~jnp.asarray([bool(p) and p[-1] == EOS for p in pieces])
   for i, prompt in enumerate(PROMPTS):
     t, n = sampler.pad_prompts([prompt], PAD, width=8)
-    alone = sampler.prefill(pol.graphdef, pol.params, t, n, decoder.capacity)
+    alone = sampler.prefill(pol.graphdef, pol.params, t, n, CAPACITY)
     _, whole = sampler.decode(pol.graphdef, pol.params, alone, keys[i:i + 1],
                               jnp.ones(1, bool), cfg, (EOS,), 20)
     whole = whole.tokens[0, :whole.lengths[0]].tolist()
@@ -72,7 +73,7 @@ def test_stepwise_batched_decoding_equals_one_row_and_one_call(decoder):
 def test_reordered_cache_gives_the_logits_of_the_recomputed_prefixes(decoder):
   pol = decoder.policy
   tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
-  state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, decoder.capacity)
+  state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, CAPACITY)
   state = sampler.reorder(state, np.repeat(np.arange(3), 2))  # two candidates per prompt
   state, step = sampler.decode(pol.graphdef, pol.params, state, _keys(6), jnp.ones(6, bool),
                                decoder.sampling, (NEWLINE, EOS), 6)
@@ -84,10 +85,23 @@ def test_reordered_cache_gives_the_logits_of_the_recomputed_prefixes(decoder):
   np.testing.assert_array_equal(np.asarray(state.cache.lengths), [len(p) for p in prefixes])
 
 
+def test_a_grown_cache_decodes_like_a_full_size_one(decoder):
+  pol = decoder.policy
+  tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
+  small = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, 14)
+  full = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, CAPACITY)
+  grown = sampler.grow(small, CAPACITY)
+  assert grown.cache.max_len == CAPACITY
+  outs = [sampler.decode(pol.graphdef, pol.params, s, _keys(3), jnp.ones(3, bool),
+                         decoder.sampling, (EOS,), 20)[1] for s in (grown, full)]
+  np.testing.assert_array_equal(outs[0].tokens, outs[1].tokens)
+  assert int(outs[0].lengths.max()) > 6
+
+
 def test_incremental_verifier_scores_equal_a_full_pass(decoder):
   ver = decoder.verifier
   tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
-  scored = verifier.score_prompts(ver.graphdef, ver.params, tokens, lengths, decoder.capacity)
+  scored = verifier.score_prompts(ver.graphdef, ver.params, tokens, lengths, CAPACITY)
   new = np.array([[4, 3, 0], [5, 6, 3], [2, 0, 0]], np.int32)
   n_new = np.array([2, 3, 1], np.int32)
   step = verifier.score_tokens(ver.graphdef, ver.params, scored.cache, new, n_new)

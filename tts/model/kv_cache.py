@@ -1,8 +1,11 @@
 """The decoding cache: a plain pytree, one slab per layer, each row with its own length.
 
-Layout: keys/values float[L, B, KV, S, Dh] (head-major, so attention reads each head's
-keys contiguously); lengths int32[B] counts the valid positions of each row. Rows are independent, so a search can reorder them with `gather_rows` after beam
-selection instead of recomputing prefixes.
+Layout: keys/values are tuples of L arrays float[B, KV, S, Dh] (head-major, so attention
+reads each head's keys contiguously); lengths int32[B] counts the valid positions of each
+row. Separate slabs per layer, not one stacked array: a decode step then updates each
+slab in place, where restacking would copy the whole cache every token. Rows are
+independent, so a search can reorder them with `gather_rows` after beam selection instead
+of recomputing prefixes.
 """
 import jax
 import jax.numpy as jnp
@@ -13,19 +16,19 @@ from tts.model.config import ModelConfig
 
 @struct.dataclass
 class KVCache:
-  keys: jax.Array  # [L, B, KV, S, Dh]
-  values: jax.Array  # [L, B, KV, S, Dh]
+  keys: tuple[jax.Array, ...]  # L x [B, KV, S, Dh]
+  values: tuple[jax.Array, ...]  # L x [B, KV, S, Dh]
   lengths: jax.Array  # int32[B]
 
   @property
   def max_len(self) -> int:
-    return self.keys.shape[3]
+    return self.keys[0].shape[2]
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> KVCache:
-  shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
-  dtype = jnp.dtype(cfg.dtype)
-  return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
+  shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
+  zeros = lambda: tuple(jnp.zeros(shape, jnp.dtype(cfg.dtype)) for _ in range(cfg.num_layers))
+  return KVCache(zeros(), zeros(), jnp.zeros((batch,), jnp.int32))
 
 
 def write_rows(slab, new, starts):
@@ -43,4 +46,5 @@ def write_rows(slab, new, starts):
 
 def gather_rows(cache: KVCache, rows) -> KVCache:
   """New cache whose row i is old row rows[i] (beam selection, candidate fan-out)."""
-  return KVCache(cache.keys[:, rows], cache.values[:, rows], cache.lengths[rows])
+  return KVCache(tuple(k[rows] for k in cache.keys), tuple(v[rows] for v in cache.values),
+                 cache.lengths[rows])

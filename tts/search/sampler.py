@@ -93,6 +93,16 @@ def reorder(state: DecodeState | KVCache, rows):
                      state.prompt_lengths[rows])
 
 
+@functools.partial(jax.jit, static_argnames=("capacity",))
+def grow(state: DecodeState | KVCache, capacity: int):
+  """The same state in a cache of `capacity` slots. Attention reads every slot each token,
+  so searches start small and grow as their candidates lengthen."""
+  cache = state if isinstance(state, KVCache) else state.cache
+  pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, capacity - x.shape[2]), (0, 0)))
+  cache = KVCache(tuple(map(pad, cache.keys)), tuple(map(pad, cache.values)), cache.lengths)
+  return cache if isinstance(state, KVCache) else state._replace(cache=cache)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "stop_ids", "max_tokens"))
 def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig,
            stop_ids: tuple[int, ...], max_tokens: int) -> tuple[DecodeState, Step]:

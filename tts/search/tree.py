@@ -98,8 +98,10 @@ class Engine(Protocol):
 class Decoder:
   """The Engine of real runs: jitted, cached, batched over questions x candidates.
 
-  Every row's cache has room for prompt_width + sampling.max_new_tokens tokens, so shapes,
-  and compiled programs, stay the same across rounds and batches.
+  Caches start with room for the prompts and one step and grow in blocks of `block` slots
+  as candidates lengthen, up to prompt_width + sampling.max_new_tokens: attention reads
+  every slot each token, so a cache sized for the longest solution from the start costs
+  about twice as much. Each size compiles once; rounds and batches reuse it.
   """
   policy: LoadedModel
   verifier: LoadedModel
@@ -109,23 +111,28 @@ class Decoder:
   pad_id: int
   prompt_width: int
   max_step_tokens: int
+  block: int = 32
 
-  @property
-  def capacity(self) -> int:
-    return self.prompt_width + self.sampling.max_new_tokens
+  def _capacity(self, needed: int) -> int:
+    full = self.prompt_width + self.sampling.max_new_tokens
+    return min(full, -(-needed // self.block) * self.block)
 
   def start(self, prompts, width):
     tokens, lengths = sampler.pad_prompts(prompts, self.pad_id, width=self.prompt_width)
-    state = sampler.prefill(self.policy.graphdef, self.policy.params, tokens, lengths,
-                            self.capacity)
+    capacity = self._capacity(self.prompt_width + self.max_step_tokens)
+    state = sampler.prefill(self.policy.graphdef, self.policy.params, tokens, lengths, capacity)
     scored = verifier.score_prompts(self.verifier.graphdef, self.verifier.params, tokens,
-                                    lengths, self.capacity)
+                                    lengths, capacity)
     fan_out = np.repeat(np.arange(len(prompts)), width)
     rows = (sampler.reorder(state, fan_out), sampler.reorder(scored.cache, fan_out))
     return rows, np.asarray(scored.probs[:, 0])[fan_out]
 
   def advance(self, state, keys, live, greedy):
     policy_state, cache = state
+    longest = int(np.max(np.where(live, np.asarray(cache.lengths), 0)))
+    capacity = self._capacity(longest + self.max_step_tokens)
+    if capacity > cache.max_len:
+      policy_state, cache = sampler.grow(policy_state, capacity), sampler.grow(cache, capacity)
     sampling = dataclasses.replace(self.sampling, temperature=0.0) if greedy else self.sampling
     policy_state, step = sampler.decode(
         self.policy.graphdef, self.policy.params, policy_state, keys, jnp.asarray(live),
