@@ -51,22 +51,39 @@ def get_config() -> ml_collections.ConfigDict:
   # Sampling temperature 0.7 for pass@1, as search will sample (search-and-learn uses 0.8).
   c.policy_eval = dict(num_questions=200, samples=16, temperature=0.7, max_new_tokens=136,
                        batch_size=256)
+  # Monte-Carlo step labels (paper: 16 solutions per question, 16 rollouts per step prefix;
+  # here fewer, so the stage takes a couple of minutes on 2 cores).
+  c.label = dict(num_questions=256, solutions=4, rollouts=4, temperature=0.8,
+                 max_new_tokens=136, questions_per_shard=32, rows_per_batch=1024, seed=0)
+  # PRM and ORM: the small policy plus a value head. Paper: lr 3e-5, batch 128, dropout
+  # 0.05, betas (0.9, 0.95), early stopping on 10% held-out questions. A 52k-parameter model
+  # from scratch-level weights needs a larger step; patience counts evaluations.
+  c.verifiers = dict(heldout_fraction=0.1, seed=0)
+  verifier = dict(steps=600, batch_size=64, lr=2e-3, warmup_steps=30, dropout=0.05, b1=0.9,
+                  b2=0.95, eval_every=50, eval_batches=8, checkpoint_every=100, log_every=25,
+                  keep_best=True, patience=4)
+  c.prm = all_fields(TrainConfig, **verifier)
+  c.orm = all_fields(TrainConfig, **verifier)
+  c.search = search_section()
   return c
 
 
-def search_section(verifier: str = "prm/final", verifier_kind: str = "prm") -> dict:
-  """The `search` stage: methods x budgets on test questions, scored by a saved verifier
-  (a path in the workdir). Beam widths: M = sqrt(N) (beam_width=0) and M = 4, as the paper
-  sweeps; lookahead k = 1 with sqrt(N), k = 3 with M = 4."""
+def search_section() -> dict:
+  """The `search` stage: methods x budgets on test questions, each method scored by one of
+  `verifiers` (paths in the workdir). Beam widths: M = sqrt(N) (beam_width=0) and M = 4, as
+  the paper sweeps; lookahead k = 1 with sqrt(N), k = 3 with M = 4."""
   method = lambda **kw: all_fields(MethodConfig, **kw)
   return dict(
-      verifier=verifier, verifier_kind=verifier_kind, aggregation="last",
+      verifiers=dict(prm=dict(path="prm/final", kind="prm"),
+                     orm=dict(path="orm/final", kind="orm")),
+      aggregation="last",  # PRM step scores -> solution score (the ORM always uses last)
       num_questions=100, budgets=(1, 2, 4, 8, 16), seed=0,
       # search-and-learn samples at 0.8; a step is at most max_step_tokens tokens.
       temperature=0.8, top_k=0, top_p=1.0, max_new_tokens=136, max_step_tokens=16,
       rows_per_batch=1024,  # candidate rows decoded together (questions x N)
       methods=dict(
           best_of_n=method(kind="best_of_n"),
+          best_of_n_orm=method(kind="best_of_n", verifier="orm"),
           beam_sqrt=method(kind="beam", beam_width=0),
           beam4=method(kind="beam", beam_width=4),
           lookahead_sqrt_k1=method(kind="lookahead", beam_width=0, lookahead=1),
@@ -74,3 +91,5 @@ def search_section(verifier: str = "prm/final", verifier_kind: str = "prm") -> d
           dvts4=method(kind="dvts", beam_width=4),
       ),
   )
+
+

@@ -154,3 +154,21 @@ def list_checkpoints():
       return []
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
   return steps
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """Every stage of the demo config at toy scale (tests/tiny.py), run once per session.
+  Tests that change files work on a copy (`copy_run`)."""
+  from tiny import config
+
+  from tts import experiment
+  directory = str(tmp_path_factory.mktemp("tiny_run"))
+  experiment.run(config(), directory)
+  return directory
+
+
+@pytest.fixture
+def copy_run(tiny_run, tmp_path):
+  import shutil
+  return shutil.copytree(tiny_run, tmp_path / "run")

@@ -3,40 +3,21 @@ import json
 import os
 
 import pytest
+from tiny import DEMO, TINY, config
 
-from tts import cli, experiment, pipeline
-
-DEMO = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")
-TINY = [
-    "--config.task.num_train=128", "--config.task.num_val=16", "--config.task.num_test=16",
-    "--config.task.max_ops=4", "--config.data.source=python", "--config.data.max_len=40",
-    "--config.models.small.d_model=16", "--config.models.small.d_ff=32",
-    "--config.models.large.d_model=32", "--config.models.large.d_ff=64",
-    "--config.models.large.num_layers=2", "--config.models.large.num_heads=4",
-    "--config.policy.small.steps=3", "--config.policy.large.steps=3",
-    "--config.policy.small.batch_size=8", "--config.policy.large.batch_size=8",
-    "--config.policy.small.eval_every=3", "--config.policy.large.eval_every=3",
-    "--config.policy_eval.num_questions=10", "--config.policy_eval.samples=2",
-    "--config.policy_eval.max_new_tokens=24", "--config.policy_eval.batch_size=8",
-]
+from tts import experiment, pipeline
 
 
-def _config(*extra):
-  return cli.apply_overrides(cli.load_config(DEMO), TINY + list(extra), DEMO)
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("run"))
-  experiment.run(_config(), directory)
-  return directory
-
-
-def test_run_writes_every_artifact(workdir):
+def test_run_writes_every_artifact(tiny_run):
   """Nothing else checks that stages leave what WORKSPACE.md promises."""
+  workdir = tiny_run
   for path in ["config.json", "summary.json", "data/train.jsonl", "data/manifest.json",
                "data/done.json", "policy/done.json", "policy/small/final/model.json",
-               "policy/large/eval.json", "policy/small/metrics.jsonl"]:
+               "policy/large/eval.json", "policy/small/metrics.jsonl",
+               "label/manifest.json", "label/shards/shard-00002.jsonl", "label/done.json",
+               "prm/final/model.json", "prm/eval.json", "prm/best/best.json",
+               "orm/final/model.json", "orm/eval.json", "search/manifest.json",
+               "search/verifier_comparison.json", "search/beam4/n4.jsonl", "search/done.json"]:
     assert os.path.exists(os.path.join(workdir, path)), path
   summary = json.load(open(os.path.join(workdir, "summary.json")))["stages"]["policy"]
   assert summary["param_ratio"] > 1
@@ -44,26 +25,30 @@ def test_run_writes_every_artifact(workdir):
   assert len(summary["small"]["pass1_by_quintile"]) == 5
 
 
-def test_rerun_skips_and_changed_config_is_refused(workdir):
+def test_rerun_skips_and_changed_config_is_refused(copy_run):
   """Resume semantics at the experiment level: same config skips, another one stops."""
+  workdir = str(copy_run)
   before = os.path.getmtime(os.path.join(workdir, "policy", "done.json"))
-  experiment.run(_config(), workdir)
+  experiment.run(config(), workdir)
   assert os.path.getmtime(os.path.join(workdir, "policy", "done.json")) == before
-  with pytest.raises(pipeline.StageConfigChanged, match="policy.small.steps: 3 -> 4"):
-    experiment.run(_config("--config.policy.small.steps=4"), workdir)
+  with pytest.raises(pipeline.StageConfigChanged, match="policy.small.steps: 60 -> 61"):
+    experiment.run(config("--config.policy.small.steps=61"), workdir)
 
 
-def test_checkpoint_of_another_shape_is_named(workdir):
+def test_checkpoint_of_another_shape_is_named(copy_run):
   """A stage restarted with a different model must not load mismatched weights."""
+  workdir = str(copy_run)
   os.remove(os.path.join(workdir, "policy", "done.json"))
   os.remove(os.path.join(workdir, "policy", "started.json"))
   with pytest.raises(experiment.USER_ERRORS, match="tensor .* shape"):
-    experiment.run(_config("--config.models.small.d_model=24"), workdir, only="policy")
+    experiment.run(config("--config.models.small.d_model=24"), workdir, only="policy")
 
 
-def test_two_processes_run_the_pipeline_like_one(workdir, tmp_path):
+def test_two_processes_run_the_pipeline_like_one(tiny_run, tmp_path):
   """Stage bookkeeping across hosts: process 0 writes done.json while the others wait at
-  the stage boundary; without that wait, process 1 raced ahead into `policy` and stopped."""
+  the stage boundary; without that wait, process 1 raced ahead into `policy` and stopped.
+  The label stage splits its shards between the processes."""
+  workdir = tiny_run
   import socket
   import subprocess
   import sys
@@ -79,7 +64,7 @@ def test_two_processes_run_the_pipeline_like_one(workdir, tmp_path):
        f"localhost:{port}", "--num_processes", "2", "--process_id", str(i), *TINY],
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for i in range(2)]
   try:
-    outputs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
+    outputs = [p.communicate(timeout=500)[0].decode(errors="replace") for p in procs]
   finally:
     for p in procs:
       p.kill()
@@ -90,3 +75,6 @@ def test_two_processes_run_the_pipeline_like_one(workdir, tmp_path):
   for name in ("small", "large"):
     assert abs(multi_summary["stages"]["policy"][name]["val_loss"]
                - single_summary["stages"]["policy"][name]["val_loss"]) < 1e-4
+  for key in ("questions", "shards", "solutions_sampled"):  # weights differ in the last bits
+    assert multi_summary["stages"]["label"][key] == single_summary["stages"]["label"][key]
+  assert set(multi_summary["stages"]["search"]) == set(single_summary["stages"]["search"])

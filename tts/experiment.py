@@ -9,7 +9,7 @@ import jax
 from tts import pipeline
 from tts.atomic_files import write_json_atomic
 from tts.data.errors import DataError
-from tts.stages import data, policy, search
+from tts.stages import data, label, policy, search, verifiers
 from tts.train.checkpoints import CheckpointMismatchError
 
 STAGES = [
@@ -17,7 +17,13 @@ STAGES = [
     pipeline.Stage("policy", policy.run, deps=("data",),
                    config_keys=("task", "data", "models", "policy", "policy_eval", "seed",
                                 "logical_axis_rules")),
-    pipeline.Stage("search", search.run, deps=("policy",), switch="search",
+    pipeline.Stage("label", label.run, deps=("policy",), switch="label",
+                   config_keys=("task", "label")),
+    pipeline.Stage("prm", verifiers.run_prm, deps=("label",), switch="prm",
+                   config_keys=("task", "verifiers", "prm", "mesh", "logical_axis_rules")),
+    pipeline.Stage("orm", verifiers.run_orm, deps=("label",), switch="orm",
+                   config_keys=("task", "verifiers", "orm", "mesh", "logical_axis_rules")),
+    pipeline.Stage("search", search.run, deps=("policy", "prm", "orm"), switch="search",
                    config_keys=("task", "search")),
 ]
 

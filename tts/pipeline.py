@@ -28,6 +28,7 @@ class Stage:
   config_keys: tuple[str, ...]  # config sections or dotted fields the result depends on
   deps: tuple[str, ...] = ()
   switch: str | None = None  # a config section whose presence turns the stage on
+  # (a dependency on a stage that is off is dropped)
 
 
 @dataclasses.dataclass
@@ -80,7 +81,7 @@ def _read_json(path):
     return json.load(f)
 
 
-def _sync(name: str):
+def sync(name: str):
   """All processes wait here, so every one sees the files process 0 just wrote."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
@@ -93,14 +94,16 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
   With several processes, all run every stage; process 0 writes the bookkeeping files and
   the others wait for it at each stage boundary, so all take the same skip decisions.
   """
-  _sync("tts: start")
+  sync("tts: start")
   names = [s.name for s in stages]
   if only is not None and only not in names:
     raise ValueError(f"--only {only}: no such stage; stages are {', '.join(names)}")
   off = [s for s in stages if s.switch and s.switch not in ctx.config]
   if only is not None and only in [s.name for s in off]:
     raise ValueError(f"stage '{only}' is off: the config has no '{only}' section")
-  stages = [s for s in stages if s not in off]
+  off_names = {s.name for s in off}
+  stages = [dataclasses.replace(s, deps=tuple(d for d in s.deps if d not in off_names))
+            for s in stages if s not in off]
   prints, summaries = {}, {}
   for stage in stages:
     fp, inputs = fingerprint(stage, ctx.config, prints)
@@ -130,7 +133,7 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
     if ctx.is_main:
       write_json_atomic(os.path.join(directory, "started.json"),
                         {"fingerprint": fp, "inputs": inputs})
-    _sync(f"tts: {stage.name} started")
+    sync(f"tts: {stage.name} started")
     log(f"[{stage.name}] running")
     start = time.time()
     summary = stage.run(ctx)
@@ -139,7 +142,7 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
       write_json_atomic(os.path.join(directory, "done.json"),
                         {"fingerprint": fp, "inputs": inputs, "summary": summary,
                          "seconds": round(elapsed, 1)})
-    _sync(f"tts: {stage.name} done")
+    sync(f"tts: {stage.name} done")
     log(f"[{stage.name}] done in {elapsed:.0f} s")
     summaries[stage.name] = summary
   return summaries

@@ -104,6 +104,7 @@ def _source(task: Task) -> seqio.FunctionDataSource:
     return tf.data.Dataset.from_tensor_slices(
       {
         "id": column("id"),
+        "question": column("question"),
         "inputs": column("prompt"),
         "targets": column("solution"),
         "answer": column("answer"),
@@ -176,6 +177,7 @@ def materialize(cfg: Mapping[str, Any], split: str) -> list[dict]:
     out.append(
       {
         "id": ex["id"].decode("utf-8"),
+        "question": ex["question"].decode("utf-8"),
         "prompt": ex["inputs_pretokenized"].decode("utf-8"),
         "solution": ex["targets_pretokenized"].decode("utf-8"),
         "answer": ex["answer"].decode("utf-8"),

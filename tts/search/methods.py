@@ -16,6 +16,7 @@ class MethodConfig:
   beam_width: int = 0  # M for beam, lookahead and DVTS; 0 means M = sqrt(N)
   lookahead: int = 0  # k greedy rollout steps (lookahead only)
   max_rounds: int = 40  # search rounds cap (beam, lookahead, DVTS)
+  verifier: str = "prm"  # a name under search.verifiers
 
   def __post_init__(self):
     if self.kind not in KINDS:

@@ -13,9 +13,11 @@ from tts.search.tree import QuestionResult
 
 
 def question_record(task, example: Mapping[str, Any], method_name: str, method: MethodConfig,
-                    n: int, result: QuestionResult, aggregation: str,
+                    n: int, result: QuestionResult, scorer: tuple[str, str, str],
                     policy_params: int, verifier_params: int) -> dict:
-  """The record of one question searched with one method at budget n."""
+  """The record of one question searched with one method at budget n.
+  scorer: the verifier's (name, kind, step aggregation used for `selected`)."""
+  verifier_name, verifier_kind, aggregation = scorer
   candidates = []
   for c in result.candidates:
     text = task.vocab.decode(c.tokens)
@@ -36,7 +38,8 @@ def question_record(task, example: Mapping[str, Any], method_name: str, method: 
       "difficulty": example["difficulty"],
       "method": method_name, "kind": method.kind, "n": n,
       "beam_width": 0 if method.kind == "best_of_n" else methods.beam_width(method, n),
-      "lookahead": method.lookahead, "aggregation": aggregation,
+      "lookahead": method.lookahead, "verifier": verifier_name,
+      "verifier_kind": verifier_kind, "aggregation": aggregation,
       "candidates": candidates, "selected": selected,
       "counts": {
           "generations": methods.generations(method, n), "candidates": len(candidates),
@@ -56,3 +59,33 @@ def summarize(records: list[dict]) -> dict:
     out[f"mean_{key}"] = float(np.mean([r["counts"][key] for r in records]))
   out["questions"] = len(records)
   return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def reselect(record: dict, aggregation: str, rule: str, same_answer) -> bool:
+  """Whether `rule` over the record's candidates, with step scores aggregated by
+  `aggregation`, picks a right answer: any selection is recomputable from a result file."""
+  candidates = record["candidates"]
+  scores = [verifier.aggregate(c["step_scores"], aggregation) for c in candidates]
+  i = answers.select([c["answer"] for c in candidates], scores, rule, same_answer)
+  return i is not None and candidates[i]["correct"]
+
+
+def verifier_comparison(prm: dict[int, list[dict]], orm: dict[int, list[dict]] | None,
+                        same_answer) -> dict:
+  """Best-of-N accuracy per N for PRM-last/min/prod and ORM, weighted and argmax, and
+  majority vote. prm / orm: budget -> records of best-of-N runs over the same samples."""
+  table = {}
+  for n, records in sorted(prm.items()):
+    row = {}
+    for how in verifier.STEP_AGGREGATIONS:
+      for rule in ("weighted", "argmax"):
+        row[f"prm_{how}_{rule}"] = float(np.mean(
+            [reselect(r, how, rule, same_answer) for r in records]))
+    row["majority"] = float(np.mean([reselect(r, "last", "majority", same_answer)
+                                     for r in records]))
+    if orm and n in orm:
+      for rule in ("weighted", "argmax"):
+        row[f"orm_{rule}"] = float(np.mean([reselect(r, "last", rule, same_answer)
+                                            for r in orm[n]]))
+    table[str(n)] = {k: round(v, 4) for k, v in row.items()}
+  return table

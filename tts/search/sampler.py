@@ -93,6 +93,20 @@ def reorder(state: DecodeState | KVCache, rows):
                      state.prompt_lengths[rows])
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "capacity"))
+def prefill_branches(graphdef, params, seqs, seq_lengths, rows, cuts, prompt_lengths,
+                     capacity: int) -> DecodeState:
+  """One forward pass over whole sequences [S, W]; row i of the result then continues
+  sequence rows[i] after its first cuts[i] tokens. Every step prefix of a solution
+  branches off that one cache: positions past a cut are hidden by the row's length and
+  overwritten as it decodes. prompt_lengths: int32[S], for the length cap."""
+  model = nnx.merge(graphdef, params)
+  out = model(seqs, init_cache(model.cfg, seqs.shape[0], capacity), num_new=seq_lengths)
+  cache = gather_rows(out.cache, rows).replace(lengths=cuts)
+  logits = out.logits[rows, cuts - 1].astype(jnp.float32)
+  return DecodeState(cache, logits, prompt_lengths[rows])
+
+
 @functools.partial(jax.jit, static_argnames=("capacity",))
 def grow(state: DecodeState | KVCache, capacity: int):
   """The same state in a cache of `capacity` slots. Attention reads every slot each token,

@@ -31,23 +31,33 @@ def load_verifier(workdir: str, path: str, field: str):
   return model
 
 
-def make_decoder(cfg, task, workdir: str, questions: list[dict]) -> tree.Decoder:
+def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: str,
+                 policy=None) -> tree.Decoder:
+  """The decoder of the small policy with the verifier `search.verifiers.<verifier_name>`."""
   s = cfg.search
-  if s.verifier_kind not in KINDS:
-    raise ValueError(f"search.verifier_kind={s.verifier_kind!r}; use one of {KINDS}")
-  if s.aggregation not in STEP_AGGREGATIONS:
-    raise ValueError(f"search.aggregation={s.aggregation!r}; use one of {STEP_AGGREGATIONS}")
-  if s.verifier_kind == "orm" and s.aggregation != "last":
-    raise ValueError("search.aggregation must be 'last' with an ORM: only its reading after "
-                     "the final step is trained")
+  if verifier_name not in s.verifiers:
+    raise ValueError(f"search.verifiers has no {verifier_name!r} (a method names it); "
+                     f"known: {', '.join(s.verifiers)}")
+  spec = s.verifiers[verifier_name]
+  if spec.kind not in KINDS:
+    raise ValueError(f"search.verifiers.{verifier_name}.kind={spec.kind!r}; use one of {KINDS}")
   width = pad_prompts([q["prompt_ids"] for q in questions], task.vocab.pad_id)[0].shape[1]
   return tree.Decoder(
-      policy=load_model(os.path.join(workdir, "policy", "small", "final")),
-      verifier=load_verifier(workdir, s.verifier, "search.verifier"),
+      policy=policy or load_model(os.path.join(workdir, "policy", "small", "final")),
+      verifier=load_verifier(workdir, spec.path, f"search.verifiers.{verifier_name}.path"),
       sampling=SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                               max_new_tokens=s.max_new_tokens),
       step_end_ids=tuple(sorted(task.vocab.step_end_ids)), eos_id=task.vocab.eos_id,
       pad_id=task.vocab.pad_id, prompt_width=width, max_step_tokens=s.max_step_tokens)
+
+
+def aggregation(cfg, verifier_name: str) -> str:
+  """search.aggregation for a PRM; `last` for an ORM, the only reading it is trained for."""
+  kind = cfg.search.verifiers[verifier_name].kind
+  if cfg.search.aggregation not in STEP_AGGREGATIONS:
+    raise ValueError(f"search.aggregation={cfg.search.aggregation!r}; use one of "
+                     f"{STEP_AGGREGATIONS}")
+  return "last" if kind == "orm" else cfg.search.aggregation
 
 
 def method_configs(cfg) -> dict[str, MethodConfig]:
@@ -62,6 +72,20 @@ def question_keys(seed: int, questions: list[dict]):
   return jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(len(questions)))
 
 
+def _verifier_comparison(configs, records, cfg, task) -> dict | None:
+  """PRM (last / min / prod) against ORM and majority vote on best-of-N: the first
+  best-of-N method with a PRM and the first with an ORM (same keys, so same samples)."""
+  kinds = {name: cfg.search.verifiers[m.verifier].kind for name, m in configs.items()
+           if m.kind == "best_of_n"}
+  prm = next((name for name, kind in kinds.items() if kind == "prm"), None)
+  orm = next((name for name, kind in kinds.items() if kind == "orm"), None)
+  if prm is None:
+    return None
+  table = results.verifier_comparison(records[prm], records[orm] if orm else None,
+                                      task.same_answer)
+  return {"prm_method": prm, "orm_method": orm, "accuracy_by_n": table}
+
+
 def _read_jsonl(path):
   with open(path) as f:
     return [json.loads(line) for line in f]
@@ -72,16 +96,24 @@ def run(ctx) -> dict:
   s = cfg.search
   task = make_task(cfg.task)
   questions = read_split(ctx.workdir, "test")[:s.num_questions]
-  decoder = make_decoder(cfg, task, ctx.workdir, questions)
+  policy = load_model(os.path.join(ctx.workdir, "policy", "small", "final"))
+  decoders = {}
   prompts = [q["prompt_ids"] for q in questions]
   keys = question_keys(s.seed, questions)
-  sizes = (decoder.policy.cfg.num_params, decoder.verifier.cfg.num_params)
   directory = ctx.stage_dir("search")
   budgets = sorted(s.budgets)
   manifest, skipped = {}, []
-  jobs = [(name, m) for name, m in method_configs(cfg).items()]
-  progress = tqdm(total=len(jobs) * len(budgets), desc="search")
+  jobs = list(method_configs(cfg).items())
+  records = {}  # method -> budget -> records
+  progress = tqdm(total=len(jobs) * len(budgets), desc="search", disable=not ctx.is_main)
   for name, method in jobs:
+    if method.verifier not in decoders:
+      decoders[method.verifier] = make_decoder(cfg, task, ctx.workdir, questions,
+                                               method.verifier, policy)
+    decoder = decoders[method.verifier]
+    sizes = (policy.cfg.num_params, decoder.verifier.cfg.num_params)
+    verifier = (method.verifier, s.verifiers[method.verifier].kind,
+                aggregation(cfg, method.verifier))
     fitting = [n for n in budgets if methods.tree_shape(method, n) is not None]
     skipped += [f"{name}/n{n}" for n in budgets if n not in fitting]
     progress.update(len(budgets) - len(fitting))
@@ -97,16 +129,20 @@ def run(ctx) -> dict:
       for m in ([k for k in missing if k <= n] if method.kind == "best_of_n" else [n]):
         per_question = ([methods.first_samples(r, m) for r in found]
                         if method.kind == "best_of_n" else found)
-        done[m] = [results.question_record(task, q, name, method, m, r, s.aggregation, *sizes)
+        done[m] = [results.question_record(task, q, name, method, m, r, verifier, *sizes)
                    for q, r in zip(questions, per_question)]
         if ctx.is_main:
           write_jsonl_atomic(paths[m], done[m])
         progress.update(1)
     manifest[name] = {str(n): {"file": os.path.relpath(paths[n], directory),
                                **results.summarize(done[n])} for n in fitting}
+    records[name] = done
   progress.close()
   out = {"methods": manifest, "skipped": skipped, "questions": len(questions),
-         "verifier": s.verifier, "verifier_kind": s.verifier_kind, "aggregation": s.aggregation}
+         "verifiers": s.verifiers.to_dict()}
+  comparison = _verifier_comparison(method_configs(cfg), records, cfg, task)
   if ctx.is_main:
     write_json_atomic(os.path.join(directory, "manifest.json"), out)
+    if comparison:
+      write_json_atomic(os.path.join(directory, "verifier_comparison.json"), comparison)
   return {name: {n: v["weighted"] for n, v in per.items()} for name, per in manifest.items()}

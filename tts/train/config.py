@@ -21,8 +21,16 @@ class TrainConfig:
   keep_checkpoints: int = 2
   log_every: int = 10
   seed: int = 0
+  # Early stopping on the validation loss (needs val data): keep_best returns the weights of
+  # the evaluation with the lowest val loss (saved in workdir/best, so a kill keeps them);
+  # patience > 0 also stops training after that many evaluations without a new best.
+  keep_best: bool = False
+  patience: int = 0
 
   def __post_init__(self):
+    if self.patience and not self.keep_best:
+      raise ValueError("train.patience needs train.keep_best=True: stopping early only makes "
+                       "sense when the best weights are kept")
     if self.batch_size % self.grad_accum:
       raise ValueError(f"train.batch_size={self.batch_size} is not divisible by "
                        f"train.grad_accum={self.grad_accum}; pick a divisor")

@@ -48,3 +48,25 @@ class NextTokenLoss:
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
     return LossOutput(total=jnp.sum(nll * mask), weight=jnp.sum(mask),
                       metrics={"token_accuracy": jnp.sum(correct * mask)})
+
+
+class ValueLoss:
+  """Binary cross-entropy of the value head against soft targets at marked positions.
+
+  A PRM marks the last token of every step (target: the Monte-Carlo estimate that the
+  solution still reaches the right answer); an ORM marks the last token of the solution
+  (target: whether its answer is right). batch: tokens int32[B, T]; value_mask float32[B, T],
+  1 where a target applies; value_target float32[B, T] in [0, 1].
+  """
+  batch_fields = ("tokens", "value_mask", "value_target")
+  optional_fields = ()
+
+  def __call__(self, model, batch, dropout_key) -> LossOutput:
+    logits = model(batch["tokens"], dropout_key=dropout_key).values
+    mask, target = batch["value_mask"], batch["value_target"]
+    bce = target * jax.nn.softplus(-logits) + (1 - target) * jax.nn.softplus(logits)
+    agree = ((logits > 0) == (target > 0.5)).astype(jnp.float32)
+    error = jnp.abs(jax.nn.sigmoid(logits) - target)
+    return LossOutput(total=jnp.sum(bce * mask), weight=jnp.sum(mask),
+                      metrics={"agreement": jnp.sum(agree * mask),
+                               "abs_error": jnp.sum(error * mask)})

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 
 import jax
@@ -18,10 +19,10 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from tts.atomic_files import write_lines_atomic
+from tts.atomic_files import write_json_atomic, write_lines_atomic
 from tts.model import ModelConfig, Transformer
 from tts.model.sharding import batch_sharding, param_shardings
-from tts.train import batches
+from tts.train import batches, checkpoints
 from tts.train.checkpoints import TrainCheckpoints
 from tts.train.config import TrainConfig
 from tts.train.objectives import Objective
@@ -168,14 +169,17 @@ class Trainer:
                               state, self.state_shardings)
       state, _ = ckpts.restore(latest, abstract)
       start = latest
-      _truncate_metrics(metrics_path, start)
+    _truncate_metrics(metrics_path, start)
+    best = BestWeights(os.path.join(workdir, "best")) if cfg.keep_best else None
     num_examples = len(next(iter(train_data.values())))
     fields = self._fields(train_data)
     tokens_per_step = cfg.batch_size * fields["tokens"].shape[1] if "tokens" in fields else 0
-    history, is_main = [], jax.process_index() == 0
+    history, is_main = _read_history(metrics_path, start), jax.process_index() == 0
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not is_main, dynamic_ncols=True)
     tick, tick_step, last_good = time.perf_counter(), start, latest
     for step in range(start, cfg.steps):
+      if cfg.patience and _evals_since_best(history) >= cfg.patience:
+        break  # the weights after the next steps would not be used
       rows = batches.global_batch_indices(num_examples, cfg.batch_size, step, cfg.seed)
       state, metrics = self._train_step(
           state, batches.make_global_batch(fields, rows, self.batch_sharding))
@@ -197,6 +201,8 @@ class Trainer:
           if val_data is not None:
             record.update({f"val_{k}": v for k, v in self.evaluate(state["params"], val_data).items()})
             history.append(record)
+            if best is not None and record["val_loss"] <= min(h["val_loss"] for h in history):
+              best.save(done, state["params"], self.model_cfg)
         _append_metrics(metrics_path, record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
       if done % cfg.checkpoint_every == 0 or done == cfg.steps:
@@ -207,7 +213,55 @@ class Trainer:
     bar.close()
     ckpts.wait()
     ckpts.close()
+    if best is not None:
+      if not history:
+        raise ValueError(f"{desc}: train.keep_best needs validation data to pick weights")
+      return best.load(self.abstract_params), history
     return state["params"], history
+
+
+class BestWeights:
+  """The weights of the best evaluation so far: `best-<step>/` plus a pointer, `best.json`,
+  replaced atomically after the new weights are complete, so a kill leaves one good copy."""
+
+  def __init__(self, directory: str):
+    self.directory = directory
+
+  def _pointer(self) -> dict | None:
+    path = os.path.join(self.directory, "best.json")
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f)
+
+  def save(self, step: int, params, model_cfg):
+    old = self._pointer()
+    target = os.path.join(self.directory, f"best-{step}")
+    checkpoints.save_params(target, params, model_cfg)
+    if jax.process_index() == 0:
+      write_json_atomic(os.path.join(self.directory, "best.json"), {"step": step})
+      if old and old["step"] != step:
+        shutil.rmtree(os.path.join(self.directory, f"best-{old['step']}"), ignore_errors=True)
+
+  def load(self, abstract_params):
+    pointer = self._pointer()
+    return checkpoints.load_params(
+        os.path.join(self.directory, f"best-{pointer['step']}"), abstract_params)
+
+
+def _evals_since_best(history: list[dict]) -> int:
+  losses = [h["val_loss"] for h in history]
+  return len(losses) - 1 - int(np.argmin(losses)) if losses else 0
+
+
+def _read_history(path: str, step: int) -> list[dict]:
+  """Eval records up to `step` from metrics.jsonl: a resumed run continues the same
+  early-stopping decisions."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  return [r for r in records if r["step"] <= step and "val_loss" in r]
 
 
 def _append_metrics(path: str, record: dict):

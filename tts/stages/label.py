@@ -1,0 +1,95 @@
+"""`label` stage: Monte-Carlo step labels for PRM training, written in shards.
+
+label/shards/shard-<i>.jsonl holds the labelled solutions of questions
+[i * questions_per_shard, (i + 1) * questions_per_shard) of the train split. A shard is
+written atomically when complete; a rerun after a kill does only the missing shards. With
+several processes, process p labels shards p, p + P, ...; manifest.json sums the counts.
+"""
+import json
+import os
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from tts import pipeline
+from tts.atomic_files import write_json_atomic, write_jsonl_atomic
+from tts.data.tasks import make_task
+from tts.search.sampler import SamplingConfig, pad_prompts
+from tts.stages.data import read_split
+from tts.train import labelling
+from tts.train.checkpoints import load_model
+
+
+def shard_path(workdir: str, index: int) -> str:
+  return os.path.join(workdir, "label", "shards", f"shard-{index:05d}.jsonl")
+
+
+def read_shards(workdir: str) -> list[dict]:
+  """Every labelled solution, in question order."""
+  with open(os.path.join(workdir, "label", "manifest.json")) as f:
+    shards = json.load(f)["shards"]
+  records = []
+  for i in range(shards):
+    with open(shard_path(workdir, i)) as f:
+      records += [json.loads(line) for line in f]
+  return records
+
+
+def _label_shard(cfg, task, policy, examples, questions, width) -> tuple[list[dict], dict]:
+  c = cfg.label
+  sampling = SamplingConfig(temperature=c.temperature, max_new_tokens=c.max_new_tokens)
+  key = jax.random.key(c.seed)
+  solutions, sampled, tokens = labelling.sample_solutions(
+      task, policy, examples, questions, c.solutions, sampling, jax.random.fold_in(key, 0),
+      c.rows_per_batch)
+  rollout_tokens = labelling.label(task, policy, examples, solutions, c.rollouts, sampling,
+                                   jax.random.fold_in(key, 1), c.rows_per_batch, width)
+  records = [{
+      "id": examples[s.question]["id"], "question": s.question,
+      "prompt_ids": examples[s.question]["prompt_ids"], "sample": s.number,
+      "solution_ids": s.tokens, "answer": s.answer, "correct": s.correct,
+      "step_ends": s.step_ends, "labels": s.labels, "rollouts_correct": s.rollouts_correct,
+  } for s in solutions]
+  counts = {"questions": len(questions), "solutions_sampled": sampled,
+            "solutions_kept": len(solutions),
+            "steps": sum(len(s.step_ends) for s in solutions),
+            "rollouts": sum((len(s.step_ends) - 1) * c.rollouts for s in solutions),
+            "solution_tokens": tokens, "rollout_tokens": rollout_tokens}
+  return records, counts
+
+
+def run(ctx) -> dict:
+  cfg = ctx.config
+  c = cfg.label
+  task = make_task(cfg.task)
+  examples = read_split(ctx.workdir, "train")[:c.num_questions]
+  policy = load_model(os.path.join(ctx.workdir, "policy", "small", "final"))
+  width = pad_prompts([e["prompt_ids"] for e in examples], task.vocab.pad_id)[0].shape[1]
+  num_shards = -(-len(examples) // c.questions_per_shard)
+  mine = range(jax.process_index(), num_shards, jax.process_count())
+  for i in tqdm(mine, desc="label", disable=not ctx.is_main):
+    path = shard_path(ctx.workdir, i)
+    if os.path.exists(path):
+      continue
+    questions = list(range(i * c.questions_per_shard,
+                           min((i + 1) * c.questions_per_shard, len(examples))))
+    records, counts = _label_shard(cfg, task, policy, examples, questions, width)
+    write_jsonl_atomic(path + ".counts", [counts])
+    write_jsonl_atomic(path, records)
+  pipeline.sync("tts: label shards")
+  totals = {}
+  for i in range(num_shards):
+    with open(shard_path(ctx.workdir, i) + ".counts") as f:
+      for k, v in json.loads(f.readline()).items():
+        totals[k] = totals.get(k, 0) + v
+  records = []
+  for i in range(num_shards):
+    with open(shard_path(ctx.workdir, i)) as f:
+      records += [json.loads(line) for line in f]
+  labels = np.asarray([x for r in records for x in r["labels"]])
+  summary = {**totals, "shards": num_shards, "mean_label": round(float(labels.mean()), 4),
+             "solution_accuracy": round(float(np.mean([r["correct"] for r in records])), 4)}
+  if ctx.is_main:
+    write_json_atomic(os.path.join(ctx.workdir, "label", "manifest.json"), summary)
+  return summary
