@@ -52,70 +52,73 @@ def rollout_keys(key, ids):
   return jax.vmap(one)(ids)
 
 
-def branch_rows(solutions: list[Solution], rollouts: int) -> list[tuple[int, int]]:
-  """(solution index, step index) of every rollout row: each step but the last, x rollouts."""
-  return [(k, j) for k, s in enumerate(solutions) for j in range(len(s.step_ends) - 1)
-          for _ in range(rollouts)]
-
-
 def label(task, policy: LoadedModel, examples: list[dict], solutions: list[Solution],
           rollouts: int, sampling: SamplingConfig, key, rows_per_batch: int,
-          prompt_width: int) -> int:
+          prompt_width: int, share_prefixes: bool = True) -> int:
   """Fills `labels` and `rollouts_correct` of every solution in place; returns the number
-  of tokens the rollouts generated. Solutions go in batches of at most rows_per_batch rows
-  (each batch padded to that size: one compile)."""
+  of tokens the rollouts generated.
+
+  Batches hold rows_per_batch // rollouts step prefixes (padded: one compile), longest
+  expected continuation first: a batch decodes until its longest rollout ends, so prefixes
+  with similar remaining lengths waste fewer steps. share_prefixes=False prefills every
+  rollout's own prefix instead (what scripts/bench_label.py compares against).
+  """
   capacity = prompt_width + sampling.max_new_tokens
-  max_seqs = max(1, rows_per_batch // rollouts)
+  per_batch = max(1, rows_per_batch // rollouts)
   for s in solutions:
-    s.labels = [0.0] * (len(s.step_ends) - 1) + [float(s.correct)]
     s.rollouts_correct = [0] * (len(s.step_ends) - 1) + [rollouts * s.correct]
-  pending = [k for k, s in enumerate(solutions) if len(s.step_ends) > 1]
+  prefixes = [(k, j) for k, s in enumerate(solutions) for j in range(len(s.step_ends) - 1)]
+  remaining = lambda p: len(solutions[p[0]].tokens) - solutions[p[0]].step_ends[p[1]]
+  prefixes.sort(key=lambda p: (-remaining(p), p))
   generated = 0
-  while pending:
-    chunk, rows = [], 0
-    while pending and len(chunk) < max_seqs and (
-        not chunk or rows + (len(solutions[pending[0]].step_ends) - 1) * rollouts
-        <= rows_per_batch):
-      rows += (len(solutions[pending[0]].step_ends) - 1) * rollouts
-      chunk.append(pending.pop(0))
-    generated += _label_chunk(task, policy, examples, [solutions[k] for k in chunk], rollouts,
-                              sampling, key, max(rows, rows_per_batch), max_seqs, capacity,
-                              prompt_width)
+  for start in range(0, len(prefixes), per_batch):
+    generated += _label_batch(task, policy, examples, solutions,
+                              prefixes[start:start + per_batch], rollouts, sampling, key,
+                              per_batch, capacity, share_prefixes)
+  for s in solutions:
+    s.labels = [c / rollouts for c in s.rollouts_correct[:-1]] + [float(s.correct)]
   return generated
 
 
-def _label_chunk(task, policy, examples, chunk, rollouts, sampling, key, num_rows, num_seqs,
-                 capacity, prompt_width) -> int:
+def _label_batch(task, policy, examples, solutions, prefixes, rollouts, sampling, key,
+                 per_batch, capacity, share_prefixes) -> int:
+  """Rolls out `rollouts` continuations of each (solution, step) prefix; counts the right
+  ones into the solutions' rollouts_correct."""
   vocab = task.vocab
-  prompts = [examples[s.question]["prompt_ids"] for s in chunk]
-  seqs = [p + s.tokens for p, s in zip(prompts, chunk)]
-  seqs += [seqs[0]] * (num_seqs - len(seqs))
-  tokens, lengths = sampler.pad_prompts(seqs, vocab.pad_id, width=capacity)
-  plan = branch_rows(chunk, rollouts)
-  cuts = [len(prompts[k]) + chunk[k].step_ends[j] + 1 for k, j in plan]
-  fill = num_rows - len(plan)
-  rows = np.asarray([k for k, _ in plan] + [0] * fill, np.int32)
-  cuts = np.asarray(cuts + [cuts[0]] * fill, np.int32)
-  prompt_lengths = np.asarray([len(p) for p in prompts] + [1] * (num_seqs - len(prompts)),
-                              np.int32)
-  state = sampler.prefill_branches(policy.graphdef, policy.params, tokens, lengths, rows,
-                                   cuts, prompt_lengths, capacity)
-  ids = np.asarray([(chunk[k].question, chunk[k].number, j, i % rollouts)
-                    for i, (k, j) in enumerate(plan)] + [(0, 0, 0, 0)] * fill, np.int32)
-  keys = rollout_keys(key, ids)
-  live = np.arange(num_rows) < len(plan)
-  _, out = sampler.decode(policy.graphdef, policy.params, state, keys, jnp.asarray(live),
-                          sampling, (vocab.eos_id,), sampling.max_new_tokens)
+  users = sorted({k for k, _ in prefixes})
+  seq_of = {k: i for i, k in enumerate(users)}
+  prompts = [examples[solutions[k].question]["prompt_ids"] for k in users]
+  seqs = [p + solutions[k].tokens for p, k in zip(prompts, users)]
+  seqs += [seqs[0]] * (per_batch - len(seqs))
+  prompt_lengths = np.asarray([len(p) for p in prompts] + [len(prompts[0])] *
+                              (per_batch - len(prompts)), np.int32)
+  plan = [(k, j, r) for k, j in prefixes for r in range(rollouts)]
+  fill = per_batch * rollouts - len(plan)
+  plan_rows = [seq_of[k] for k, _, _ in plan]
+  plan_cuts = [int(prompt_lengths[seq_of[k]]) + solutions[k].step_ends[j] + 1
+               for k, j, _ in plan]
+  rows = np.asarray(plan_rows + [0] * fill, np.int32)
+  cuts = np.asarray(plan_cuts + [plan_cuts[0]] * fill, np.int32)
+  if share_prefixes:
+    tokens, lengths = sampler.pad_prompts(seqs, vocab.pad_id, width=capacity)
+    state = sampler.prefill_branches(policy.graphdef, policy.params, tokens, lengths, rows,
+                                     cuts, prompt_lengths, capacity)
+  else:
+    own = [seqs[i][:cut] for i, cut in zip(rows, cuts)]
+    tokens, lengths = sampler.pad_prompts(own, vocab.pad_id, width=capacity)
+    state = sampler.prefill(policy.graphdef, policy.params, tokens, lengths, capacity)
+    state = state._replace(prompt_lengths=jnp.asarray(prompt_lengths[rows]))
+  ids = np.asarray([(solutions[k].question, solutions[k].number, j, r) for k, j, r in plan]
+                   + [(0, 0, 0, 0)] * fill, np.int32)
+  live = np.arange(len(rows)) < len(plan)
+  _, out = sampler.decode(policy.graphdef, policy.params, state, rollout_keys(key, ids),
+                          jnp.asarray(live), sampling, (vocab.eos_id,), sampling.max_new_tokens)
   out_tokens, out_lengths = jax.device_get((out.tokens, out.lengths))
-  for i, (k, j) in enumerate(plan):
-    s = chunk[k]
+  for i, (k, j, _) in enumerate(plan):
+    s = solutions[k]
     text = vocab.decode(s.tokens[:s.step_ends[j] + 1] + out_tokens[i, :out_lengths[i]].tolist())
     s.rollouts_correct[j] += bool(task.is_correct(text, examples[s.question]))
-  for s in chunk:
-    for j in range(len(s.step_ends) - 1):
-      s.labels[j] = s.rollouts_correct[j] / rollouts
   return int(out_lengths[:len(plan)].sum())
-
 
 def sample_solutions(task, policy: LoadedModel, examples: list[dict], questions: list[int],
                      samples: int, sampling: SamplingConfig, key, batch_size: int
