@@ -2,9 +2,7 @@
 import dataclasses
 import math
 
-import jax
-
-from tts.search import tree
+from tts.search import sampler, tree
 from tts.search.tree import Candidate, Counts, QuestionResult, TreeShape
 
 KINDS = ("best_of_n", "beam", "lookahead", "dvts")
@@ -49,19 +47,13 @@ def generations(method: MethodConfig, n: int) -> int:
 
 def run(engine, shape: TreeShape, prompts: list[list[int]], question_keys,
         rows_per_batch: int) -> list[QuestionResult]:
-  """Searches every question, as many per batch as fit in `rows_per_batch` rows. The last
-  batch is filled up with copies of its first question (dropped after), so every batch
-  has the same shape and compiles once."""
-  per_batch = max(1, rows_per_batch // shape.width)
+  """Searches every question, as many per batch as fit in `rows_per_batch` rows (but no
+  more than there are). The last batch is filled up with copies of its first question
+  (dropped after), so every batch has the same shape and compiles once."""
+  per_batch = max(1, min(rows_per_batch // shape.width, len(prompts)))
   results = []
-  for start in range(0, len(prompts), per_batch):
-    chunk = prompts[start:start + per_batch]
-    keys = question_keys[start:start + per_batch]
-    fill = per_batch - len(chunk)
-    if fill:
-      chunk = chunk + [chunk[0]] * fill
-      keys = jax.numpy.concatenate([keys, jax.numpy.broadcast_to(keys[:1], (fill,))])
-    results += tree.search(engine, chunk, keys, shape)[:per_batch - fill]
+  for chunk, keys, real in sampler.fixed_batches(prompts, question_keys, per_batch):
+    results += tree.search(engine, chunk, keys, shape)[:real]
   return results
 
 

@@ -186,23 +186,28 @@ def pad_prompts(prompt_ids: list[list[int]], pad_id: int, multiple: int = 16,
   return out, np.asarray([len(p) for p in prompt_ids], np.int32)
 
 
+def fixed_batches(items: list, keys, size: int):
+  """Yields (items, keys, n) in batches of exactly `size`: the last one is filled up with
+  copies of its first item and key, n counts the real ones. One shape, one compile."""
+  for start in range(0, len(items), size):
+    chunk, chunk_keys = items[start:start + size], keys[start:start + size]
+    fill = size - len(chunk)
+    if fill:
+      chunk = chunk + [chunk[0]] * fill
+      chunk_keys = jnp.concatenate([chunk_keys, jnp.broadcast_to(chunk_keys[:1], (fill,))])
+    yield chunk, chunk_keys, size - fill
+
+
 def sample_all(graphdef, params, prompt_ids: list[list[int]], keys, cfg: SamplingConfig,
                stop_ids: tuple[int, ...], pad_id: int, batch_size: int) -> list[list[int]]:
-  """Samples every prompt in fixed-size batches (the last one padded: one compile).
+  """Samples every prompt in fixed-size batches.
 
   keys: typed keys [len(prompt_ids)]. Returns each row's tokens up to and including its stop.
   """
   results = []
-  for start in range(0, len(prompt_ids), batch_size):
-    chunk = prompt_ids[start:start + batch_size]
-    chunk_keys = keys[start:start + batch_size]
-    fill = batch_size - len(chunk)
-    if fill:
-      chunk = chunk + [chunk[0]] * fill
-      chunk_keys = jnp.concatenate([chunk_keys, jnp.broadcast_to(chunk_keys[:1], (fill,))])
+  for chunk, chunk_keys, real in fixed_batches(prompt_ids, keys, batch_size):
     prompts, lengths = pad_prompts(chunk, pad_id)
     out = jax.device_get(sample(graphdef, params, prompts, lengths, chunk_keys, cfg,
                                 tuple(stop_ids)))
-    for i in range(len(chunk) - fill):
-      results.append(out.tokens[i, :out.lengths[i]].tolist())
+    results += [out.tokens[i, :out.lengths[i]].tolist() for i in range(real)]
   return results
