@@ -61,7 +61,8 @@ def test_two_processes_run_the_pipeline_like_one(tiny_run, tmp_path):
   multi = str(tmp_path / "multi")
   procs = [subprocess.Popen(
       [sys.executable, "-m", "tts.cli", "run", DEMO, "--workdir", multi, "--coordinator",
-       f"localhost:{port}", "--num_processes", "2", "--process_id", str(i), *TINY],
+       f"localhost:{port}", "--num_processes", "2", "--process_id", str(i), *TINY,
+       "--config.search.budgets=(1,)"],  # every stage, fewer search compiles
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for i in range(2)]
   try:
     outputs = [p.communicate(timeout=500)[0].decode(errors="replace") for p in procs]

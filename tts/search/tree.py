@@ -160,7 +160,6 @@ def search(engine: Engine, prompts: list[list[int]], question_keys, shape: TreeS
            ) -> list[QuestionResult]:
   """Runs the tree search for a batch of questions; see the module docstring."""
   num_q, width = len(prompts), shape.width
-  subtree = shape.keep * shape.children
   state, prompt_scores = engine.start(prompts, width)
   rows = [Candidate([], []) for _ in range(num_q * width)]
   last = prompt_scores.astype(np.float64)  # each row's latest reading, the prompt's at first
@@ -192,24 +191,7 @@ def search(engine: Engine, prompts: list[list[int]], question_keys, shape: TreeS
                              live & ~ended, last, counts) if shape.lookahead else last
     round_index += 1
     out_of_rounds = shape.max_rounds is not None and round_index >= shape.max_rounds
-    source = np.arange(num_q * width)
-    next_live = np.zeros_like(live)
-    for q in range(num_q):
-      base = q * width
-      mine = np.arange(base, base + width)
-      pools[q] += [rows[i] for i in mine if live[i] and ended[i]]
-      open_rows = [i for i in mine if live[i] and not ended[i]]
-      if len(pools[q]) >= width or not open_rows or out_of_rounds:
-        pools[q] += [rows[i] for i in open_rows]
-        continue
-      for g in range(shape.groups):
-        start = base + g * subtree
-        group_open = [i for i in open_rows if start <= i < start + subtree]
-        kept = sorted(group_open, key=lambda i: (-rank[i], i))[:shape.keep]
-        for j, parent in enumerate(kept):
-          slots = start + j * shape.children + np.arange(shape.children)
-          source[slots] = parent
-          next_live[slots] = True
+    source, next_live = _select(shape, width, rows, live, ended, rank, pools, out_of_rounds)
     if not next_live.any():
       break
     state = engine.reorder(state, source)
@@ -218,6 +200,31 @@ def search(engine: Engine, prompts: list[list[int]], question_keys, shape: TreeS
     last = last[source]
     live = next_live
   return [QuestionResult(_best(pool, width), counts[q]) for q, pool in enumerate(pools)]
+
+
+def _select(shape: TreeShape, width: int, rows, live, ended, rank, pools, out_of_rounds):
+  """Moves ended rows into their question's pool and picks the rows of the next round:
+  (source, next_live), where next-round row i continues row source[i]. A question is done
+  (all its rows dead) once its pool holds `width`, nothing is open, or rounds ran out; its
+  open rows then join the pool unfinished."""
+  source = np.arange(len(rows))
+  next_live = np.zeros_like(live)
+  subtree = shape.keep * shape.children
+  for q, pool in enumerate(pools):
+    mine = range(q * width, (q + 1) * width)
+    pool += [rows[i] for i in mine if live[i] and ended[i]]
+    open_rows = [i for i in mine if live[i] and not ended[i]]
+    if len(pool) >= width or not open_rows or out_of_rounds:
+      pool += [rows[i] for i in open_rows]
+      continue
+    for start in range(q * width, (q + 1) * width, subtree):  # one subtree each
+      group_open = [i for i in open_rows if start <= i < start + subtree]
+      kept = sorted(group_open, key=lambda i: (-rank[i], i))[:shape.keep]
+      for j, parent in enumerate(kept):
+        slots = start + j * shape.children + np.arange(shape.children)
+        source[slots] = parent
+        next_live[slots] = True
+  return source, next_live
 
 
 def _best(pool: list[Candidate], width: int) -> list[Candidate]:
