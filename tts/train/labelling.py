@@ -4,8 +4,8 @@ For each sampled solution with a parsable answer, every step prefix but the last
 continued `rollouts` times by the same policy; the step's soft label is the fraction of
 continuations whose answer is right: an estimate of the prefix's value under the policy.
 The last step's label is the solution's own correctness (its continuation is itself).
-All prefixes of a solution branch off one prefill of the whole solution
-(sampler.prefill_branches), so no rollout re-reads its prefix.
+Each batch prefills the whole solutions its prefixes come from, once, and every rollout
+branches off that cache (sampler.prefill_branches): no rollout re-reads its prefix.
 """
 import dataclasses
 
