@@ -9,7 +9,6 @@ the second run is timed, so compile time is left out. Labels must agree.
 """
 import argparse
 import copy
-import os
 import time
 
 import jax
@@ -19,8 +18,8 @@ from tts.cli import load_config
 from tts.data.tasks import make_task
 from tts.search.sampler import SamplingConfig, pad_prompts
 from tts.stages.data import read_split
+from tts.stages.policy import load_policy
 from tts.train import labelling
-from tts.train.checkpoints import load_model
 
 
 def main():
@@ -37,7 +36,7 @@ def main():
   cfg = load_config(args.config)
   task = make_task(cfg.task)
   examples = read_split(args.workdir, "train")[:args.questions]
-  policy = load_model(os.path.join(args.workdir, "policy", "small", "final"))
+  policy = load_policy(args.workdir)
   sampling = SamplingConfig(temperature=0.8, max_new_tokens=cfg.label.max_new_tokens)
   width = pad_prompts([e["prompt_ids"] for e in examples], task.vocab.pad_id)[0].shape[1]
   solutions, _, _ = labelling.sample_solutions(

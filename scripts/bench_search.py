@@ -28,6 +28,7 @@ from tts.search.methods import MethodConfig
 from tts.search.sampler import SamplingConfig
 from tts.search.tree import Advanced
 from tts.stages.data import read_split
+from tts.stages.policy import load_policy
 from tts.train.checkpoints import load_model
 
 
@@ -103,7 +104,7 @@ def main():
   task = make_task(cfg.task)
   questions = read_split(args.workdir, "test")[:args.questions]
   prompts = [q["prompt_ids"] for q in questions]
-  policy = load_model(os.path.join(args.workdir, "policy", args.policy, "final"))
+  policy = load_policy(args.workdir, args.policy)
   ver, ver_name = load_verifier(args.workdir, args.verifier, policy)
   width = sampler.pad_prompts(prompts, task.vocab.pad_id)[0].shape[1]
   decoder = tree.Decoder(policy, ver, SamplingConfig(temperature=args.temperature,

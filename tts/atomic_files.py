@@ -1,5 +1,5 @@
 """Atomic file writes: write to a temporary name, then rename, so readers (and a rerun after
-a kill) never see half a file."""
+a kill) never see half a file. And the one JSONL reader for what they write."""
 import json
 import os
 
@@ -19,6 +19,11 @@ def write_lines_atomic(path: str, lines):
 
 def write_json_atomic(path: str, obj):
   write_lines_atomic(path, [json.dumps(obj, indent=2, sort_keys=True, default=_json_default)])
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 def write_jsonl_atomic(path: str, records):

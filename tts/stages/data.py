@@ -4,10 +4,9 @@ With data.source = "seqio" the token ids come from the registered seqio Task (Te
 imported here and nowhere on a hot path); with "python" from the same tokenizer directly.
 Later stages read these files, not the task generator.
 """
-import json
 import os
 
-from tts.atomic_files import write_json_atomic, write_jsonl_atomic
+from tts.atomic_files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from tts.data.tasks import SPLITS, make_task
 
 
@@ -30,8 +29,7 @@ def read_split(workdir: str, split: str) -> list[dict]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found; run the data stage first "
                             f"(tts run CONFIG --workdir {workdir} --only data)")
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return read_jsonl(path)
 
 
 def run(ctx) -> dict:

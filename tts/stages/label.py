@@ -13,27 +13,24 @@ import numpy as np
 from tqdm import tqdm
 
 from tts import pipeline
-from tts.atomic_files import write_json_atomic, write_jsonl_atomic
+from tts.atomic_files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from tts.data.tasks import make_task
 from tts.search.sampler import SamplingConfig, pad_prompts
 from tts.stages.data import read_split
+from tts.stages.policy import load_policy
 from tts.train import labelling
-from tts.train.checkpoints import load_model
 
 
 def shard_path(workdir: str, index: int) -> str:
   return os.path.join(workdir, "label", "shards", f"shard-{index:05d}.jsonl")
 
 
-def read_shards(workdir: str) -> list[dict]:
-  """Every labelled solution, in question order."""
-  with open(os.path.join(workdir, "label", "manifest.json")) as f:
-    shards = json.load(f)["shards"]
-  records = []
-  for i in range(shards):
-    with open(shard_path(workdir, i)) as f:
-      records += [json.loads(line) for line in f]
-  return records
+def read_shards(workdir: str, shards: int | None = None) -> list[dict]:
+  """Every labelled solution, in question order; `shards` defaults to the manifest's."""
+  if shards is None:
+    with open(os.path.join(workdir, "label", "manifest.json")) as f:
+      shards = json.load(f)["shards"]
+  return [r for i in range(shards) for r in read_jsonl(shard_path(workdir, i))]
 
 
 def _label_shard(cfg, task, policy, examples, questions, width) -> tuple[list[dict], dict]:
@@ -64,7 +61,7 @@ def run(ctx) -> dict:
   c = cfg.label
   task = make_task(cfg.task)
   examples = read_split(ctx.workdir, "train")[:c.num_questions]
-  policy = load_model(os.path.join(ctx.workdir, "policy", "small", "final"))
+  policy = load_policy(ctx.workdir)
   width = pad_prompts([e["prompt_ids"] for e in examples], task.vocab.pad_id)[0].shape[1]
   num_shards = -(-len(examples) // c.questions_per_shard)
   mine = range(jax.process_index(), num_shards, jax.process_count())
@@ -83,10 +80,7 @@ def run(ctx) -> dict:
     with open(shard_path(ctx.workdir, i) + ".counts") as f:
       for k, v in json.loads(f.readline()).items():
         totals[k] = totals.get(k, 0) + v
-  records = []
-  for i in range(num_shards):
-    with open(shard_path(ctx.workdir, i)) as f:
-      records += [json.loads(line) for line in f]
+  records = read_shards(ctx.workdir, num_shards)
   labels = np.asarray([x for r in records for x in r["labels"]])
   summary = {**totals, "shards": num_shards, "mean_label": round(float(labels.mean()), 4),
              "solution_accuracy": round(float(np.mean([r["correct"] for r in records])), 4)}

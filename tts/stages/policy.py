@@ -16,12 +16,17 @@ from tts.model.sharding import make_mesh
 from tts.search.sampler import SamplingConfig, sample_all
 from tts.stages.data import read_split
 from tts.train import packing
-from tts.train.checkpoints import save_params
+from tts.train.checkpoints import load_model, save_params
 from tts.train.config import TrainConfig
 from tts.train.objectives import NextTokenLoss
 from tts.train.trainer import Trainer
 
 MODEL_NAMES = ("small", "large")
+
+
+def load_policy(workdir: str, name: str = "small"):
+  """A trained policy (stage `policy`) ready for decoding."""
+  return load_model(os.path.join(workdir, "policy", name, "final"))
 
 
 def lm_arrays(records: list[dict], max_len: int, pad_id: int, packed: bool) -> dict[str, np.ndarray]:

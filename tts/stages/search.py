@@ -4,7 +4,6 @@ Writes search/<method>/n<N>.jsonl (one record per question, schema in WORKSPACE.
 search/manifest.json (accuracy and mean counts per file). A file already written is read
 back instead of recomputed, so a killed stage resumes where it stopped.
 """
-import json
 import os
 
 import jax
@@ -12,13 +11,14 @@ import numpy as np
 from tqdm import tqdm
 
 from tts import config_schema
-from tts.atomic_files import write_json_atomic, write_jsonl_atomic
+from tts.atomic_files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from tts.data.tasks import make_task
 from tts.search import methods, results, tree
 from tts.search.methods import MethodConfig
 from tts.search.sampler import SamplingConfig, pad_prompts
 from tts.search.verifier import KINDS, STEP_AGGREGATIONS
 from tts.stages.data import read_split
+from tts.stages.policy import load_policy
 from tts.train.checkpoints import load_model
 
 
@@ -32,7 +32,7 @@ def load_verifier(workdir: str, path: str, field: str):
 
 
 def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: str,
-                 policy=None) -> tree.Decoder:
+                 policy) -> tree.Decoder:
   """The decoder of the small policy with the verifier `search.verifiers.<verifier_name>`."""
   s = cfg.search
   if verifier_name not in s.verifiers:
@@ -43,7 +43,7 @@ def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: 
     raise ValueError(f"search.verifiers.{verifier_name}.kind={spec.kind!r}; use one of {KINDS}")
   width = pad_prompts([q["prompt_ids"] for q in questions], task.vocab.pad_id)[0].shape[1]
   return tree.Decoder(
-      policy=policy or load_model(os.path.join(workdir, "policy", "small", "final")),
+      policy=policy,
       verifier=load_verifier(workdir, spec.path, f"search.verifiers.{verifier_name}.path"),
       sampling=SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                               max_new_tokens=s.max_new_tokens),
@@ -86,17 +86,12 @@ def _verifier_comparison(configs, records, cfg, task) -> dict | None:
   return {"prm_method": prm, "orm_method": orm, "accuracy_by_n": table}
 
 
-def _read_jsonl(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f]
-
-
 def run(ctx) -> dict:
   cfg = ctx.config
   s = cfg.search
   task = make_task(cfg.task)
   questions = read_split(ctx.workdir, "test")[:s.num_questions]
-  policy = load_model(os.path.join(ctx.workdir, "policy", "small", "final"))
+  policy = load_policy(ctx.workdir)
   decoders = {}
   prompts = [q["prompt_ids"] for q in questions]
   keys = question_keys(s.seed, questions)
@@ -118,7 +113,7 @@ def run(ctx) -> dict:
     skipped += [f"{name}/n{n}" for n in budgets if n not in fitting]
     progress.update(len(budgets) - len(fitting))
     paths = {n: os.path.join(directory, name, f"n{n}.jsonl") for n in fitting}
-    done = {n: _read_jsonl(paths[n]) for n in fitting if os.path.exists(paths[n])}
+    done = {n: read_jsonl(paths[n]) for n in fitting if os.path.exists(paths[n])}
     progress.update(len(done))
     missing = [n for n in fitting if n not in done]
     # best-of-N: one run at the largest missing budget serves every smaller one.

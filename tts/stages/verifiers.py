@@ -18,8 +18,9 @@ from tts.data.tasks import make_task
 from tts.model import Transformer
 from tts.model.sharding import make_mesh
 from tts.stages.label import read_shards
+from tts.stages.policy import load_policy
 from tts.train import value_metrics
-from tts.train.checkpoints import load_model, save_params
+from tts.train.checkpoints import save_params
 from tts.train.config import TrainConfig
 from tts.train.objectives import ValueLoss
 from tts.train.trainer import Trainer
@@ -95,7 +96,7 @@ def train(ctx, kind: str) -> dict:
   pad = task.vocab.pad_id
   train_data = value_arrays([r for r in records if r["question"] in train_q], kind, pad)
   heldout = value_arrays([r for r in records if r["question"] in held_q], kind, pad)
-  policy = load_model(os.path.join(ctx.workdir, "policy", "small", "final"))
+  policy = load_policy(ctx.workdir)
   model_cfg, init = with_value_head(policy, cfg.seed)
   train_cfg = config_schema.build(TrainConfig, cfg[kind], kind)
   trainer = Trainer(model_cfg, train_cfg, ValueLoss(), make_mesh(cfg.mesh),
