@@ -65,7 +65,27 @@ def get_config() -> ml_collections.ConfigDict:
   c.prm = all_fields(TrainConfig, **verifier)
   c.orm = all_fields(TrainConfig, **verifier)
   c.search = search_section()
+  revision_sections(c, verifier)
   return c
+
+
+def revision_sections(c: ml_collections.ConfigDict, verifier: dict):
+  """The revision model (PAPER.md): trajectories of the policy's own answers, SFT from the
+  policy, a revision-aware ORM, and chains at every budget split. Paper: 64 samples per
+  question, lr 1e-5, batch 128, dropout 0; here fewer samples and a larger step for a
+  52k-parameter model. The checkpoint is the evaluation after the lowest val loss."""
+  c.revision_data = dict(num_questions=384, samples=16, temperature=1.0, max_new_tokens=136,
+                         max_in_context=4, heldout_fraction=0.1, rows_per_batch=512, seed=0)
+  c.revision = all_fields(TrainConfig, steps=300, batch_size=16, lr=1e-3, warmup_steps=20,
+                          eval_every=25, eval_batches=8, checkpoint_every=50, log_every=25,
+                          keep_best=True, evals_after_best=1, patience=3)
+  # Chains: each answer sees the last `window` answers of its chain (paper: 4).
+  c.revision_sampling = dict(window=4, temperature=0.8, max_new_tokens=136, rows_per_batch=256)
+  # The revision ORM learns from chains on train questions the revision model never saw.
+  c.revision_orm_data = dict(num_questions=128, chains=4, chain_length=4, seed=1)
+  c.revision_orm = all_fields(TrainConfig, **verifier)
+  # full_chains: chains that run to the largest budget (pass@1 per step is read off them).
+  c.revision_search = dict(num_questions=100, budgets=(1, 2, 4, 8, 16), full_chains=4, seed=0)
 
 
 def search_section() -> dict:

@@ -26,6 +26,19 @@ TINY = [
     "--config.search.num_questions=5", "--config.search.budgets=(1, 2, 4)",
     "--config.search.max_new_tokens=24", "--config.search.max_step_tokens=8",
     "--config.search.rows_per_batch=8",
+    "--config.revision_data.num_questions=32", "--config.revision_data.samples=8",
+    "--config.revision_data.max_new_tokens=24", "--config.revision_data.rows_per_batch=64",
+    "--config.revision.steps=6", "--config.revision.batch_size=4",
+    "--config.revision.eval_every=2", "--config.revision.checkpoint_every=2",
+    "--config.revision.warmup_steps=2", "--config.revision.eval_batches=2",
+    "--config.revision_sampling.max_new_tokens=24", "--config.revision_sampling.rows_per_batch=16",
+    "--config.revision_orm_data.num_questions=6", "--config.revision_orm_data.chains=2",
+    "--config.revision_orm_data.chain_length=2",
+    "--config.revision_orm.steps=4", "--config.revision_orm.batch_size=8",
+    "--config.revision_orm.eval_every=2", "--config.revision_orm.checkpoint_every=2",
+    "--config.revision_orm.warmup_steps=2",
+    "--config.revision_search.num_questions=4", "--config.revision_search.budgets=(1, 2, 4)",
+    "--config.revision_search.full_chains=2",
 ]
 
 

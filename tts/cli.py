@@ -18,7 +18,8 @@ import ml_collections
 DEFAULT_CONFIG = "configs/demo.py"
 # Each stage is also a command (`tts search ...` = `tts run ... --only search`). Listed here
 # so that argument errors show before jax is imported; a test keeps it equal to the stages.
-STAGE_COMMANDS = ("data", "policy", "label", "prm", "orm", "search")
+STAGE_COMMANDS = ("data", "policy", "label", "prm", "orm", "search", "revision_data", "revision",
+                  "revision_orm", "revision_search")
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:

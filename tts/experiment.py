@@ -9,7 +9,7 @@ import jax
 from tts import pipeline
 from tts.atomic_files import write_json_atomic
 from tts.data.errors import DataError
-from tts.stages import data, label, policy, search, verifiers
+from tts.stages import data, label, policy, revision, revision_search, search, verifiers
 from tts.train.checkpoints import CheckpointMismatchError
 
 STAGES = [
@@ -25,6 +25,17 @@ STAGES = [
                    config_keys=("task", "verifiers", "orm", "mesh", "logical_axis_rules")),
     pipeline.Stage("search", search.run, deps=("policy", "prm", "orm"), switch="search",
                    config_keys=("task", "search")),
+    pipeline.Stage("revision_data", revision.run_data, deps=("policy",), switch="revision_data",
+                   config_keys=("task", "revision_data")),
+    pipeline.Stage("revision", revision.run_train, deps=("revision_data",), switch="revision",
+                   config_keys=("task", "revision", "mesh", "logical_axis_rules")),
+    pipeline.Stage("revision_orm", revision.run_orm, deps=("revision",), switch="revision_orm",
+                   config_keys=("task", "revision_data.num_questions", "revision_orm_data",
+                                "revision_sampling", "revision_orm", "verifiers", "mesh",
+                                "logical_axis_rules")),
+    pipeline.Stage("revision_search", revision_search.run, deps=("revision", "revision_orm"),
+                   switch="revision_search",
+                   config_keys=("task", "revision_sampling", "revision_search")),
 ]
 
 # Errors a user can act on: shown as one line by the CLI, not a traceback.

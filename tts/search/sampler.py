@@ -188,25 +188,30 @@ def pad_prompts(prompt_ids: list[list[int]], pad_id: int, multiple: int = 16,
 
 def fixed_batches(items: list, keys, size: int):
   """Yields (items, keys, n) in batches of exactly `size`: the last one is filled up with
-  copies of its first item and key, n counts the real ones. One shape, one compile."""
+  copies of its first item and key, n counts the real ones. One shape, one compile.
+  keys may be None (batches that draw nothing, such as verifier readings)."""
   for start in range(0, len(items), size):
-    chunk, chunk_keys = items[start:start + size], keys[start:start + size]
+    chunk = items[start:start + size]
+    chunk_keys = None if keys is None else keys[start:start + size]
     fill = size - len(chunk)
     if fill:
       chunk = chunk + [chunk[0]] * fill
-      chunk_keys = jnp.concatenate([chunk_keys, jnp.broadcast_to(chunk_keys[:1], (fill,))])
+      if keys is not None:
+        chunk_keys = jnp.concatenate([chunk_keys, jnp.broadcast_to(chunk_keys[:1], (fill,))])
     yield chunk, chunk_keys, size - fill
 
 
 def sample_all(graphdef, params, prompt_ids: list[list[int]], keys, cfg: SamplingConfig,
-               stop_ids: tuple[int, ...], pad_id: int, batch_size: int) -> list[list[int]]:
-  """Samples every prompt in fixed-size batches.
+               stop_ids: tuple[int, ...], pad_id: int, batch_size: int,
+               multiple: int = 16) -> list[list[int]]:
+  """Samples every prompt in fixed-size batches, each padded to a `multiple` of tokens
+  (prompts of very different lengths: a larger multiple means fewer shapes to compile).
 
   keys: typed keys [len(prompt_ids)]. Returns each row's tokens up to and including its stop.
   """
   results = []
   for chunk, chunk_keys, real in fixed_batches(prompt_ids, keys, batch_size):
-    prompts, lengths = pad_prompts(chunk, pad_id)
+    prompts, lengths = pad_prompts(chunk, pad_id, multiple)
     out = jax.device_get(sample(graphdef, params, prompts, lengths, chunk_keys, cfg,
                                 tuple(stop_ids)))
     results += [out.tokens[i, :out.lengths[i]].tolist() for i in range(real)]

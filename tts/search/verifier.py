@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from tts.model import KVCache, init_cache
+from tts.search import sampler
 
 KINDS = ("prm", "orm")
 STEP_AGGREGATIONS = ("last", "min", "prod")
@@ -63,3 +64,17 @@ def aggregate(step_scores: list[float], how: str) -> float:
   if how == "prod":
     return float(np.prod(step_scores))
   raise ValueError(f"step aggregation {how!r} is unknown; use one of {STEP_AGGREGATIONS}")
+
+
+def final_readings(model, sequences: list[list[int]], eos_id: int, pad_id: int,
+                   batch_size: int, multiple: int = 64) -> np.ndarray:
+  """The verifier's reading after the last token of each whole sequence (prompt + answer),
+  a trailing eos not counted, as in `step_score`: float32[len(sequences)]. Fixed-size
+  batches, padded to a `multiple` of tokens (few shapes to compile)."""
+  trimmed = [s[:-1] if len(s) > 1 and s[-1] == eos_id else s for s in sequences]
+  out = []
+  for chunk, _, real in sampler.fixed_batches(trimmed, None, batch_size):
+    tokens, lengths = sampler.pad_prompts(chunk, pad_id, multiple)
+    scored = score_prompts(model.graphdef, model.params, tokens, lengths, tokens.shape[1])
+    out.append(np.asarray(scored.probs[:real, 0]))
+  return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -49,9 +49,10 @@ def value_arrays(records: list[dict], kind: str, pad_id: int, multiple: int = 16
     seq = r["prompt_ids"] + r["solution_ids"]
     tokens[i, :len(seq)] = seq
     ends = np.asarray(r["step_ends"]) + len(r["prompt_ids"])
-    labels = np.asarray(r["labels"], np.float32)
     if kind == "orm":
       ends, labels = ends[-1:], np.asarray([float(r["correct"])], np.float32)
+    else:
+      labels = np.asarray(r["labels"], np.float32)
     mask[i, ends] = 1.0
     target[i, ends] = labels
   return {"tokens": tokens, "value_mask": mask, "value_target": target}
@@ -87,23 +88,24 @@ def evaluate(model_cfg, params, heldout: dict) -> dict:
           **value_metrics.calibration(predicted, target)}
 
 
-def train(ctx, kind: str) -> dict:
+def fit_value_model(ctx, name: str, kind: str, records: list[dict], init_model,
+                    train_cfg: TrainConfig) -> dict:
+  """Trains `init_model` plus a value head as a `kind` verifier on `records` (labelled
+  solutions: prompt_ids, solution_ids, step_ends, correct, and labels for a PRM) into
+  workdir/<name>; a seeded tenth of questions is held out for early stopping and eval.json."""
   cfg = ctx.config
   task = make_task(cfg.task)
-  records = read_shards(ctx.workdir)
   train_q, held_q = split_questions(records, cfg.verifiers.heldout_fraction,
                                     cfg.verifiers.seed)
   pad = task.vocab.pad_id
   train_data = value_arrays([r for r in records if r["question"] in train_q], kind, pad)
   heldout = value_arrays([r for r in records if r["question"] in held_q], kind, pad)
-  policy = load_policy(ctx.workdir)
-  model_cfg, init = with_value_head(policy, cfg.seed)
-  train_cfg = config_schema.build(TrainConfig, cfg[kind], kind)
+  model_cfg, init = with_value_head(init_model, cfg.seed)
   trainer = Trainer(model_cfg, train_cfg, ValueLoss(), make_mesh(cfg.mesh),
                     cfg.logical_axis_rules)
-  directory = ctx.stage_dir(kind)
+  directory = ctx.stage_dir(name)
   params, history = trainer.fit(train_data, directory, val_data=heldout, init_params=init,
-                                desc=kind)
+                                desc=name)
   save_params(os.path.join(directory, "final"), params, model_cfg)
   result = {"train_solutions": len(train_data["tokens"]),
             "heldout_solutions": len(heldout["tokens"]),
@@ -112,6 +114,13 @@ def train(ctx, kind: str) -> dict:
   if ctx.is_main:
     write_json_atomic(os.path.join(directory, "eval.json"), result)
   return {k: v for k, v in result.items() if k != "bins"}
+
+
+def train(ctx, kind: str) -> dict:
+  """The PRM or ORM from the label stage's solutions and the small policy's weights."""
+  train_cfg = config_schema.build(TrainConfig, ctx.config[kind], kind)
+  return fit_value_model(ctx, kind, kind, read_shards(ctx.workdir), load_policy(ctx.workdir),
+                         train_cfg)
 
 
 def run_prm(ctx) -> dict:

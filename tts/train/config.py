@@ -26,11 +26,21 @@ class TrainConfig:
   # patience > 0 also stops training after that many evaluations without a new best.
   keep_best: bool = False
   patience: int = 0
+  # keep_best with evals_after_best = k returns the weights k evaluations after the lowest
+  # val loss (the last one if training ends sooner): the paper picks its revision model
+  # "slightly after validation loss starts rising". 0: the best evaluation itself.
+  evals_after_best: int = 0
 
   def __post_init__(self):
     if self.patience and not self.keep_best:
       raise ValueError("train.patience needs train.keep_best=True: stopping early only makes "
                        "sense when the best weights are kept")
+    if self.evals_after_best and not self.keep_best:
+      raise ValueError("train.evals_after_best needs train.keep_best=True")
+    if self.patience and self.patience < self.evals_after_best:
+      raise ValueError(f"train.patience={self.patience} < train.evals_after_best="
+                       f"{self.evals_after_best}: training would stop before the evaluation "
+                       "whose weights are kept; raise train.patience")
     if self.batch_size % self.grad_accum:
       raise ValueError(f"train.batch_size={self.batch_size} is not divisible by "
                        f"train.grad_accum={self.grad_accum}; pick a divisor")

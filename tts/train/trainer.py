@@ -201,7 +201,7 @@ class Trainer:
           if val_data is not None:
             record.update({f"val_{k}": v for k, v in self.evaluate(state["params"], val_data).items()})
             history.append(record)
-            if best is not None and record["val_loss"] <= min(h["val_loss"] for h in history):
+            if best is not None and _evals_since_best(history) <= cfg.evals_after_best:
               best.save(done, state["params"], self.model_cfg)
         _append_metrics(metrics_path, record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
@@ -221,7 +221,8 @@ class Trainer:
 
 
 class BestWeights:
-  """The weights of the best evaluation so far: `best-<step>/` plus a pointer, `best.json`,
+  """The weights chosen so far (the best evaluation, or `evals_after_best` after it):
+  `best-<step>/` plus a pointer, `best.json`,
   replaced atomically after the new weights are complete, so a kill leaves one good copy."""
 
   def __init__(self, directory: str):
@@ -250,8 +251,9 @@ class BestWeights:
 
 
 def _evals_since_best(history: list[dict]) -> int:
-  losses = [h["val_loss"] for h in history]
-  return len(losses) - 1 - int(np.argmin(losses)) if losses else 0
+  """Evaluations since the lowest val loss (ties: the latest counts as the best)."""
+  losses = np.asarray([h["val_loss"] for h in history])
+  return int(len(losses) - 1 - np.flatnonzero(losses == losses.min())[-1]) if len(losses) else 0
 
 
 def _read_history(path: str, step: int) -> list[dict]:

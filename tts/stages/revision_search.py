@@ -1,0 +1,83 @@
+"""`revision_search` stage: sequential and parallel revisions at every budget and split.
+
+The revision model writes chains of answers for the test questions (search.question_keys:
+the same per-question keys scheme as the search stage); the revision ORM scores every
+answer with its history in context. One run of the longest chains serves every budget N
+and split into P chains of N / P (tts/search/revisions.py), stored in chains.jsonl so a
+rerun reads it back. Writes revision_search/chains<P>/n<N>.jsonl in the search schema,
+manifest.json (accuracy per file) and measurements.json (pass@1 per revision step, right
+answers turning wrong, sequential vs parallel, accuracy per split and difficulty bin).
+"""
+import os
+
+from tqdm import tqdm
+
+from tts.atomic_files import read_jsonl, write_json_atomic, write_jsonl_atomic
+from tts.data.tasks import make_task
+from tts.search import revision_results, revisions
+from tts.search.results import summarize
+from tts.stages.data import read_split
+from tts.stages.revision import chains_once, load_revision_model, sampling_config
+from tts.stages.search import load_verifier, question_keys
+
+
+def difficulty_bins(workdir: str) -> dict[str, int] | None:
+  """Question id -> oracle difficulty bin, from the difficulty stage when it ran."""
+  path = os.path.join(workdir, "difficulty", "questions.jsonl")
+  if not os.path.exists(path):
+    return None
+  return {r["id"]: r["oracle_bin"] for r in read_jsonl(path)}
+
+
+def _make_chains(ctx, task, questions):
+  cfg = ctx.config
+  r, s = cfg.revision_search, cfg.revision_sampling
+  model = load_revision_model(ctx.workdir)
+  lengths = revisions.chain_lengths(r.budgets, r.full_chains)
+  prompts = [q["prompt_ids"] for q in questions]
+  bar = tqdm(total=max(lengths), desc="revision chains", disable=not ctx.is_main)
+  chains = revisions.run_chains(model, task.vocab, prompts, question_keys(r.seed, questions),
+                                lengths, sampling_config(cfg), s.window, s.rows_per_batch,
+                                progress=lambda done, _: bar.update(done - bar.n))
+  bar.close()
+  orm = load_verifier(ctx.workdir, "revision_orm/final", "revision_search (revision_orm)")
+  revisions.score_chains(orm, task.vocab, prompts, chains, s.window, s.rows_per_batch)
+  return chains
+
+
+def run(ctx) -> dict:
+  cfg = ctx.config
+  r = cfg.revision_search
+  task = make_task(cfg.task)
+  questions = read_split(ctx.workdir, "test")[:r.num_questions]
+  directory = ctx.stage_dir("revision_search")
+  chains = chains_once(os.path.join(directory, "chains.jsonl"),
+                       lambda: _make_chains(ctx, task, questions), ctx.is_main)
+  graded = [revision_results.grade_chains(task, q, ch) for q, ch in zip(questions, chains)]
+  sizes = (load_revision_model(ctx.workdir).cfg.num_params,
+           load_verifier(ctx.workdir, "revision_orm/final", "revision_orm").cfg.num_params)
+  records, manifest = {}, {}
+  for n in sorted(r.budgets):
+    for p, length in revisions.budget_splits(n):
+      records[(n, p)] = [revision_results.question_record(task, q, g, p, length, sizes)
+                         for q, g in zip(questions, graded)]
+      path = os.path.join(directory, f"chains{p}", f"n{n}.jsonl")
+      if ctx.is_main:
+        write_jsonl_atomic(path, records[(n, p)])
+      manifest.setdefault(f"chains{p}", {})[str(n)] = {
+          "file": os.path.relpath(path, directory), "chain_length": length,
+          **summarize(records[(n, p)])}
+  longest = max(r.budgets)
+  table = revision_results.accuracy_table(records, difficulty_bins(ctx.workdir))
+  measurements = {
+      "full_chains": r.full_chains, "steps": longest,
+      "pass1_by_step": [round(x, 4) for x in revision_results.pass1_by_step(
+          graded, r.full_chains, longest)],
+      "flips": revision_results.flip_rates(graded, r.full_chains, longest),
+      "sequential_vs_parallel": revision_results.sequential_vs_parallel(table),
+      "accuracy": table}
+  if ctx.is_main:
+    write_json_atomic(os.path.join(directory, "manifest.json"),
+                      {"methods": manifest, "questions": len(questions)})
+    write_json_atomic(os.path.join(directory, "measurements.json"), measurements)
+  return {k: measurements[k] for k in ("pass1_by_step", "flips", "sequential_vs_parallel")}
