@@ -4,12 +4,16 @@ model"). Pure functions over token ids and texts; the stages do the sampling and
 Prompt format, at token level so it is exact for any vocabulary (no decode/encode round
 trip of sampled text):
 
-    <question prompt>           e.g. "Q: 3 + 5 * 2 - 4\\n"
     <attempt>\\n <answer 1>\\n     one block per earlier answer, oldest first, at most
     <attempt>\\n <answer 2>\\n     `window` of them (eos dropped)
-    <revise>\\n                  the model writes its next answer after this line
+    <revise>\\n                  the revision follows
+    <question prompt>           e.g. "Q: 3 + 5 * 2 - 4\\n"; the model writes its answer here
 
-A chain's first answer sees no earlier one: the prompt is the question and `<revise>\\n`.
+The question comes last, right before the answer, as in the policy's own prompt: the answer
+then stands at the same distance from the question as in every solution the policy learned
+(rotary attention sees relative positions), and the earlier answers sit further back. With
+the question first, a 2-layer demo model lost track of which operation it was at. A
+chain's first answer sees no earlier one: its prompt is `<revise>\\n` and the question.
 """
 import numpy as np
 
@@ -20,14 +24,14 @@ MAX_IN_CONTEXT = 4  # training trajectories hold k ~ Uniform{0..4} incorrect ans
 
 def revision_prompt(vocab, prompt_ids: list[int], earlier: list[list[int]],
                     window: int = WINDOW) -> list[int]:
-  """The revision model's prompt: the question, the last `window` earlier answers (oldest
-  first, eos dropped), then the revise marker."""
+  """The revision model's prompt: the last `window` earlier answers (oldest first, eos
+  dropped), the revise marker, then the question's own prompt."""
   attempt, revise, newline = (vocab.encode(t) for t in (ATTEMPT, REVISE, NEWLINE))
-  out = list(prompt_ids)
+  out = []
   for answer in (earlier[-window:] if window else []):
     body = answer[:-1] if answer and answer[-1] == vocab.eos_id else answer
     out += attempt + body + newline
-  return out + revise
+  return out + revise + list(prompt_ids)
 
 
 def edit_distances(target: str, others: list[str]) -> np.ndarray:
