@@ -7,6 +7,7 @@ import ml_collections
 
 from tts.config_schema import all_fields
 from tts.model.config import ModelConfig
+from tts.scaling.config import DifficultyConfig, FlopsConfig, ReportConfig, SelectConfig
 from tts.search.methods import MethodConfig
 from tts.train.config import TrainConfig
 
@@ -65,6 +66,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.prm = all_fields(TrainConfig, **verifier)
   c.orm = all_fields(TrainConfig, **verifier)
   c.search = search_section()
+  # Compute-optimal scaling. Difficulty from K = 32 samples per search question (paper:
+  # 2048), 5 quantile bins; selection by 2-fold cross-validation against best-of-N weighted;
+  # FLOPs-matched comparison with the 14x model at the paper's three R.
+  c.difficulty = all_fields(DifficultyConfig, samples=32, num_bins=5, temperature=0.8,
+                            max_new_tokens=136, batch_size=512)
+  c.select = all_fields(SelectConfig)
+  c.flops = all_fields(FlopsConfig)
+  c.report = all_fields(ReportConfig)
   return c
 
 

@@ -26,6 +26,8 @@ TINY = [
     "--config.search.num_questions=5", "--config.search.budgets=(1, 2, 4)",
     "--config.search.max_new_tokens=24", "--config.search.max_step_tokens=8",
     "--config.search.rows_per_batch=8",
+    "--config.difficulty.samples=4", "--config.difficulty.num_bins=2",
+    "--config.difficulty.max_new_tokens=24", "--config.difficulty.batch_size=16",
 ]
 
 

@@ -18,7 +18,8 @@ import ml_collections
 DEFAULT_CONFIG = "configs/demo.py"
 # Each stage is also a command (`tts search ...` = `tts run ... --only search`). Listed here
 # so that argument errors show before jax is imported; a test keeps it equal to the stages.
-STAGE_COMMANDS = ("data", "policy", "label", "prm", "orm", "search")
+STAGE_COMMANDS = ("data", "policy", "label", "prm", "orm", "search", "difficulty", "select",
+                  "flops", "report")
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -113,7 +114,9 @@ def main(argv=None):
     summary = experiment.run(config, args.workdir, only=only, force=args.force)
   except experiment.USER_ERRORS as e:
     parser.exit(1, f"tts: error: {e}\n")
-  print(f"tts: finished; stage summaries in {summary}")
+  findings = os.path.join(args.workdir, "report", "summary.md")
+  print(f"tts: finished; stage summaries in {summary}" +
+        (f"; findings in {findings}" if os.path.exists(findings) else ""))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import jax
 from tts import pipeline
 from tts.atomic_files import write_json_atomic
 from tts.data.errors import DataError
-from tts.stages import data, label, policy, search, verifiers
+from tts.stages import data, difficulty, flops, label, policy, report, search, select, verifiers
 from tts.train.checkpoints import CheckpointMismatchError
 
 STAGES = [
@@ -25,6 +25,16 @@ STAGES = [
                    config_keys=("task", "verifiers", "orm", "mesh", "logical_axis_rules")),
     pipeline.Stage("search", search.run, deps=("policy", "prm", "orm"), switch="search",
                    config_keys=("task", "search")),
+    # Compute-optimal scaling. select reads revision_search/ too when its files exist (add
+    # "revision_search" to its deps when that stage is wired in).
+    pipeline.Stage("difficulty", difficulty.run, deps=("policy", "prm"), switch="difficulty",
+                   config_keys=("task", "difficulty", "search.num_questions")),
+    pipeline.Stage("select", select.run, deps=("difficulty", "search"), switch="select",
+                   config_keys=("select",)),
+    pipeline.Stage("flops", flops.run, deps=("select", "policy"), switch="flops",
+                   config_keys=("flops", "policy", "data.max_len")),
+    pipeline.Stage("report", report.run, deps=("select", "flops"), switch="report",
+                   config_keys=("report",)),
 ]
 
 # Errors a user can act on: shown as one line by the CLI, not a traceback.
