@@ -4,11 +4,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
 def _budget_axis(ax, label="generation budget per question (log scale)"):
   ax.set_xscale("log", base=2)
+  ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
   ax.set_xlabel(label)
   ax.grid(alpha=0.3)
 
@@ -25,21 +27,27 @@ def _method_lines(ax, rows: list[dict], key: str):
     ax.plot([r["generations"] for r in mine], [r[key] for r in mine], marker="o", label=method)
 
 
-def methods_vs_budget(rows: list[dict], bins: list[str], bin_kind: str, path: str, dpi: int):
+def methods_vs_budget(rows: list[dict], title: str, bins: list[str], bin_kind: str, path: str,
+                      dpi: int):
   """Accuracy against generations for every method: all questions, then one panel per bin."""
-  fig, axes = plt.subplots(1, len(bins) + 1, figsize=(3.2 * (len(bins) + 1), 3.4),
-                           sharey=True)
+  rows_, cols = -(-(len(bins) + 1) // 3), min(3, len(bins) + 1)
+  fig, grid = plt.subplots(rows_, cols, figsize=(4.2 * cols, 3.4 * rows_), sharey=True,
+                           squeeze=False)
+  axes = grid.ravel()
   _method_lines(axes[0], rows, "accuracy")
   axes[0].set_title("all questions")
-  axes[0].set_ylabel("accuracy (weighted best-of-N answer)")
+  for ax in grid[:, 0]:
+    ax.set_ylabel("accuracy")
   for ax, b in zip(axes[1:], bins):
     _method_lines(ax, rows, f"bin_{b}")
     ax.set_title(f"{bin_kind} bin {b}" + (" (easiest)" if b == bins[0] else
                                          " (hardest)" if b == bins[-1] else ""))
-  for ax in axes:
-    _budget_axis(ax, "generations (log scale)")
+  for ax in axes[:len(bins) + 1]:
+    _budget_axis(ax, "generations per question (log scale)")
+  for ax in axes[len(bins) + 1:]:
+    ax.set_visible(False)
   axes[0].legend(fontsize=7)
-  fig.suptitle("Search methods: test accuracy against generation budget")
+  fig.suptitle(f"{title}: test accuracy against generation budget, by difficulty")
   _save(fig, path, dpi)
 
 
@@ -91,15 +99,18 @@ def flops_matched(rows: list[dict], families: list[str], path: str, dpi: int):
       for j, b in enumerate(bins):
         r = next(x for x in mine if x["R"] == ratio and x["bin"] == b)
         value = r["relative_difference"]
-        ax.bar(j + (i - (len(ratios) - 1) / 2) * width,
-               0.0 if value is None else 100 * value, width, color=f"C{i}",
+        x = j + (i - (len(ratios) - 1) / 2) * width
+        ax.bar(x, 0.0 if value is None else 100 * value, width, color=f"C{i}",
                hatch="//" if r["where"] == "beyond_largest_run" else None,
                label=f"R = {ratio:g}" if j == 0 else None)
+        if value is None:  # the 14x model gets nothing right: no relative difference
+          ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(bins)), [f"bin {b}" for b in bins])
     ax.set_xlabel("difficulty bin (1 = easiest)")
     ax.set_ylabel("relative accuracy difference (%)\n> 0: test-time compute wins")
-    ax.set_title(f"{family}: small + test-time compute vs 14x model, matched FLOPs")
+    ax.set_title(f"{family}: small model + test-time compute\nvs the 14x model greedy, "
+                 "at matched FLOPs")
     ax.legend(fontsize=8, title="hatched: beyond largest run", title_fontsize=7)
     ax.grid(alpha=0.3, axis="y")
   _save(fig, path, dpi)

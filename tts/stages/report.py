@@ -15,7 +15,7 @@ from tts.atomic_files import write_json_atomic, write_lines_atomic
 from tts.report import findings, plots
 from tts.scaling.config import ReportConfig
 
-STATUS_ORDER = ("reproduced", "partly", "not reproduced", "not measurable")
+FAMILIES = ("search", "revisions")  # report order
 
 
 def _read(workdir: str, stage: str, name: str) -> dict:
@@ -104,27 +104,29 @@ def run(ctx) -> dict:
       draw(rows, *args, os.path.join(directory, f"{name}.png"), cfg.dpi)
     figures.append(f"{name}.png")
 
-  for family, entry in selection["families"].items():
+  families = [f for f in FAMILIES if f in selection["families"]]
+  for family in families:
+    entry = selection["families"][family]
     bins = sorted(entry[kind]["by_bin"], key=int)
+    title = "Search methods" if family == "search" else "Revisions (P parallel chains)"
     figure(f"{family}_methods", method_rows(settings[family], kind), plots.methods_vs_budget,
-           bins, kind)
+           title, bins, kind)
     baseline = "best-of-N weighted" if family == "search" else "all-parallel revisions"
     figure(f"{family}_compute_optimal", compute_optimal_rows(entry, cost),
            plots.compute_optimal, family, baseline, cost)
   if "revisions" in settings:
     budget, rows = ratio_rows(settings["revisions"], kind)
     figure("revisions_ratio_by_bin", rows, plots.revision_ratio, budget, kind)
-  figure("flops_matched", flops_rows(flops), plots.flops_matched, list(flops["families"]))
+  figure("flops_matched", flops_rows(flops), plots.flops_matched, families)
 
   summary = {
       "bins": kind, "charge_difficulty": selection["charge_difficulty"],
       "difficulty_cost_generations": cost,
       "findings": findings.all_findings(selection, settings, flops),
-      "efficiency_ratio": {f: e[kind]["efficiency_ratio"]
-                           for f, e in selection["families"].items()},
+      "efficiency_ratio": {f: selection["families"][f][kind]["efficiency_ratio"]
+                           for f in families},
       "flops_matched": {f: {r: {b: v["relative_difference"] for b, v in per["bins"].items()}
-                            for r, per in rows.items()}
-                        for f, rows in flops["families"].items()},
+                            for r, per in flops["families"][f].items()} for f in families},
       "figures": figures}
   if ctx.is_main:
     write_json_atomic(os.path.join(directory, "summary.json"), summary)
