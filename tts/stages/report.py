@@ -61,7 +61,7 @@ def flops_rows(flops: dict) -> list[dict]:
           for b, v in per["bins"].items()]
 
 
-def summary_markdown(summary: dict) -> str:
+def summary_markdown(summary: dict, flops: dict) -> str:
   lines = ["# Findings of this run", "",
            f"Difficulty bins: {summary['bins']} (1 = easiest). Budgets in generations per "
            f"question; accuracies are 2-fold cross-validated. Difficulty estimation "
@@ -78,11 +78,17 @@ def summary_markdown(summary: dict) -> str:
                  f"{head['median']:.2f}x")
   lines += ["", "## FLOPs-matched: relative accuracy difference, small + test-time compute vs "
             "the 14x model (> 0: test-time compute wins)", ""]
-  for family, by_r in summary["flops_matched"].items():
-    for r, per_bin in by_r.items():
-      cells = ", ".join(f"bin {b}: " + ("n/a" if v is None else f"{100 * v:+.1f}%")
-                        for b, v in per_bin.items())
-      lines.append(f"- {family}, R = {r}: {cells}")
+  for family in [f for f in FAMILIES if f in flops["families"]]:
+    for r, per in flops["families"][family].items():
+      cells = ", ".join(
+          f"bin {b}: " + ("n/a" if v["relative_difference"] is None else
+                          f"{100 * v['relative_difference']:+.1f}%")
+          + ("*" if v["where"] == "beyond_largest_run" else "") for b, v in per["bins"].items())
+      lines.append(f"- {family}, R = {r} (small model may spend {per['multiplier']:.1f}x the "
+                   f"14x model's inference tokens): {cells}")
+  lines += ["", "\\* the matched budget exceeds the largest budget run: the small model's "
+            "accuracy there is that of the largest run, a lower bound; n/a: the 14x model "
+            "gets nothing right in that bin."]
   lines += ["", "## Figures (tables beside them as CSV)", ""]
   lines += [f"- `{name}`" for name in summary["figures"]]
   return "\n".join(lines) + "\n"
@@ -130,5 +136,5 @@ def run(ctx) -> dict:
       "figures": figures}
   if ctx.is_main:
     write_json_atomic(os.path.join(directory, "summary.json"), summary)
-    write_lines_atomic(os.path.join(directory, "summary.md"), [summary_markdown(summary)])
+    write_lines_atomic(os.path.join(directory, "summary.md"), [summary_markdown(summary, flops)])
   return {name: f["status"] for name, f in summary["findings"].items()}
