@@ -70,7 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   # 2048), 5 quantile bins; selection by 2-fold cross-validation against best-of-N weighted;
   # FLOPs-matched comparison with the 14x model at the paper's three R.
   c.difficulty = all_fields(DifficultyConfig, samples=32, num_bins=5, temperature=0.8,
-                            max_new_tokens=136, batch_size=512)
+                            max_new_tokens=136, batch_size=640)
   c.select = all_fields(SelectConfig)
   c.flops = all_fields(FlopsConfig)
   c.report = all_fields(ReportConfig)

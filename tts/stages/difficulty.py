@@ -78,7 +78,7 @@ def run(ctx) -> dict:
   greedy = sample_questions(large, [x["prompt_ids"] for x in questions],
                             jax.random.split(jax.random.key(cfg.seed), q),
                             SamplingConfig(temperature=0.0, max_new_tokens=cfg.max_new_tokens),
-                            task, cfg.batch_size, "difficulty/large greedy", ctx.is_main)
+                            task, min(cfg.batch_size, q), "difficulty/large greedy", ctx.is_main)
 
   pass1 = difficulty.pass_at_1(correct)
   predicted = difficulty.mean_final_score(scores)
