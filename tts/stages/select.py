@@ -133,8 +133,8 @@ def run(ctx) -> dict:
     results = read_results(ctx.stage_dir(folder), ids)
     if not results:
       continue
-    paths = lambda m, n: os.path.join(ctx.stage_dir(folder), m, f"n{n}.jsonl")
-    by_key = {(m, n): to_setting(m, n, rs, cfg.rule, paths(m, n))
+    by_key = {(m, n): to_setting(m, n, rs, cfg.rule,
+                                 os.path.join(ctx.stage_dir(folder), m, f"n{n}.jsonl"))
               for m, per in results.items() for n, rs in per.items()}
     baseline = baseline_of(family, results, by_key, cfg)
     if not baseline:
