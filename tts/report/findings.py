@@ -22,7 +22,7 @@ def beam_vs_best_of_n(settings: list[dict], baseline: str) -> dict:
       gaps[b] = round(max(beams) - acc, 4)
   if len(gaps) < 2:
     return {"status": "not measurable", "statement": "needs beam search at two or more "
-            "budgets with beam width >= 2", "gaps": gaps}
+            "budgets with beam width >= 2", "gap_by_budget": gaps}
   budgets = sorted(gaps)
   small = [gaps[b] for b in budgets[:len(budgets) // 2 or 1]]
   largest = gaps[budgets[-1]]

@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.patches  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -17,7 +18,7 @@ def _budget_axis(ax, label="generation budget per question (log scale)"):
 
 def _save(fig, path: str, dpi: int):
   fig.tight_layout()
-  fig.savefig(path, dpi=dpi)
+  fig.savefig(path, dpi=dpi, bbox_inches="tight")  # keeps legends placed outside the axes
   plt.close(fig)
 
 
@@ -46,7 +47,9 @@ def methods_vs_budget(rows: list[dict], title: str, bins: list[str], bin_kind: s
     _budget_axis(ax, "generations per question (log scale)")
   for ax in axes[len(bins) + 1:]:
     ax.set_visible(False)
-  axes[0].legend(fontsize=7)
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), fontsize=8,
+             bbox_to_anchor=(0.5, 0.0), title="method")
   fig.suptitle(f"{title}: test accuracy against generation budget, by difficulty")
   _save(fig, path, dpi)
 
@@ -101,16 +104,21 @@ def flops_matched(rows: list[dict], families: list[str], path: str, dpi: int):
         value = r["relative_difference"]
         x = j + (i - (len(ratios) - 1) / 2) * width
         ax.bar(x, 0.0 if value is None else 100 * value, width, color=f"C{i}",
-               hatch="//" if r["where"] == "beyond_largest_run" else None,
-               label=f"R = {ratio:g}" if j == 0 else None)
+               hatch="//" if r["where"] == "beyond_largest_run" else None)
         if value is None:  # the 14x model gets nothing right: no relative difference
-          ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+          ax.text(x, 0.03, "n/a", transform=ax.get_xaxis_transform(), ha="center",
+                  fontsize=6, rotation=90)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(bins)), [f"bin {b}" for b in bins])
     ax.set_xlabel("difficulty bin (1 = easiest)")
     ax.set_ylabel("relative accuracy difference (%)\n> 0: test-time compute wins")
     ax.set_title(f"{family}: small model + test-time compute\nvs the 14x model greedy, "
                  "at matched FLOPs")
-    ax.legend(fontsize=8, title="hatched: beyond largest run", title_fontsize=7)
+    handles = [matplotlib.patches.Patch(color=f"C{i}", label=f"R = {ratio:g}")
+               for i, ratio in enumerate(ratios)]
+    handles.append(matplotlib.patches.Patch(facecolor="white", edgecolor="black", hatch="//",
+                                            label="beyond the largest run (lower bound)"))
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              ncol=2, title="R = D_inference / D_pretrain", title_fontsize=8)
     ax.grid(alpha=0.3, axis="y")
   _save(fig, path, dpi)
