@@ -8,7 +8,8 @@ right on bins 4 and 5 only, so compute-optimal at 4 generations takes best-of-n 
 best-of-N first reaches at 16: efficiency ratio 4. lookahead4_k3/n4 costs 16 generations
 and is never right. Revisions: P = N chains behave as best-of-N; P = ideal[bin] chains
 (N >= 4) are right: the same ratio 4, easy bins best all-sequential, hard ones P = 2.
-Every setting spends 1500 FLOPs per generation (policy 1000 + verifier 500).
+Every setting spends FLOPS_PER_GENERATION per generation (policy 3/4, verifier 1/4): the
+FLOPs-matched budgets then fall between budgets run at R = 22 and beyond them at R = 0.16.
 """
 import dataclasses
 import math
@@ -26,6 +27,7 @@ LARGE_RIGHT_BINS = (1, 2, 3)  # the 14x model's greedy answer is right on these 
 SMALL = ModelConfig(vocab_size=20, num_layers=2, d_model=16, num_heads=2, num_kv_heads=1, d_ff=32)
 LARGE = dataclasses.replace(SMALL, num_layers=4, d_model=48, d_ff=128)
 ESTIMATION_GENERATIONS = 4
+FLOPS_PER_GENERATION = 2_000_000
 
 
 def bin_of(i: int) -> int:
@@ -36,8 +38,9 @@ def _record(i, method, kind, n, generations, correct, **extra):
   return {"id": f"test-{i:05d}", "difficulty": bin_of(i), "method": method, "kind": kind, "n": n,
           "candidates": [], "selected": {rule: {"answer": "1", "correct": bool(correct)}
                                          for rule in ("argmax", "weighted", "majority")},
-          "counts": {"generations": generations, "policy_flops": 1000 * generations,
-                     "verifier_flops": 500 * generations}, **extra}
+          "counts": {"generations": generations,
+                     "policy_flops": FLOPS_PER_GENERATION * generations * 3 // 4,
+                     "verifier_flops": FLOPS_PER_GENERATION * generations // 4}, **extra}
 
 
 def _write(directory, method, n, records):

@@ -2,6 +2,7 @@
 best setting per bin, efficiency ratio and FLOPs-matched numbers are known."""
 import csv
 import json
+import math
 import os
 
 import pytest
@@ -9,7 +10,6 @@ import scaling_files
 from scaling_files import LARGE, SMALL
 
 from tts import pipeline
-from tts.scaling import flops as flops_math
 from tts.stages import flops, report, select
 
 
@@ -43,7 +43,8 @@ def test_selection_finds_the_known_best_setting_per_bin_and_the_ratio(made_run):
   assert oracle["baseline"]["accuracy"] == [0.2, 0.4, 0.6, 0.8, 1.0]
   assert oracle["efficiency_ratio"] == {"max": 4.0, "at_budget": 4, "max_is_lower_bound": False,
                                         "median": 1.0}
-  assert oracle["compute_optimal"]["mean_flops"][2] == pytest.approx(1500 * (1 + 2 + 4 + 4 + 4) / 5)
+  assert oracle["compute_optimal"]["mean_flops"][2] == pytest.approx(
+      scaling_files.FLOPS_PER_GENERATION * (1 + 2 + 4 + 4 + 4) / 5)
   revisions = out["families"]["revisions"]
   assert revisions["baseline"] == [f"chains{n}/n{n}" for n in (1, 2, 4, 8, 16)]
   assert revisions["oracle"]["efficiency_ratio"]["max"] == 4.0
@@ -71,22 +72,28 @@ def test_flops_matched_rows_follow_the_formula(made_run):
   assert out["params"] == {"small": SMALL.num_params, "large": LARGE.num_params,
                            "ratio": round(m, 3)}
   assert out["pretraining_flops"]["large"] == 6 * LARGE.num_params * 10 * 4 * 32
+  f = scaling_files.FLOPS_PER_GENERATION
   for r in (0.16, 0.79, 22.0):
     row = out["families"]["search"][f"{r:g}"]
     x = m + 3 * (m - 1) / r
     assert row["multiplier"] == pytest.approx(x, abs=1e-3)
-    for b in ("1", "5"):
+    for b in ("1", "3", "5"):
       cell = row["bins"][b]
-      assert cell["target_flops"] == pytest.approx(x * 2 * SMALL.num_params * (20 + int(b)), abs=0.1)
+      target = x * 2 * SMALL.num_params * (20 + int(b))  # large_tokens = 20 + bin
+      assert cell["target_flops"] == pytest.approx(target, abs=0.1)
       assert cell["large_accuracy"] == (1.0 if int(b) in scaling_files.LARGE_RIGHT_BINS else 0.0)
-      # The bin's compute-optimal curve is 1500 FLOPs per generation: 1500 .. 24000.
-      expected, where = flops_math.accuracy_at_flops(
-          [1500 * g for g in (1, 2, 4, 8, 16)],
-          _json(made_run, "select", "selection.json")["families"]["search"]["oracle"]
-          ["by_bin"][b]["compute_optimal"], cell["target_flops"])
-      assert (cell["small_accuracy"], cell["where"]) == (pytest.approx(expected, abs=1e-4), where)
+      if b == "1":  # best-of-1 is right: the curve is 1.0 at F FLOPs, every target beyond it
+        assert (cell["small_accuracy"], cell["where"]) == (1.0, "beyond_largest_run")
+      elif target < 4 * f:  # bins 3, 5: wrong at F FLOPs (best-of-1), right at 4F (n = 4)
+        assert cell["where"] == "interpolated"
+        assert cell["small_accuracy"] == pytest.approx(math.log(target / f) / math.log(4),
+                                                       abs=1e-4)
+      else:
+        assert (cell["small_accuracy"], cell["where"]) == (1.0, "beyond_largest_run")
+  assert out["families"]["search"]["22"]["bins"]["5"]["where"] == "interpolated"
   hard = out["families"]["search"]["0.16"]["bins"]["5"]
-  assert hard["relative_difference"] is None and hard["absolute_difference"] == hard["small_accuracy"]
+  assert hard["relative_difference"] is None
+  assert hard["absolute_difference"] == hard["small_accuracy"] == 1.0
 
 
 def test_report_has_figures_tables_and_the_verdicts(made_run):
