@@ -62,14 +62,17 @@ def to_setting(method: str, n: int, records: list[dict], rule: str, path: str) -
 
 
 def baseline_of(family: str, results: dict, settings: dict, cfg: SelectConfig) -> dict:
-  """budget -> the baseline setting: best-of-N (search) or all-parallel chains (P = N)."""
+  """generations -> the baseline setting there: best-of-N (search) or all-parallel chains
+  (P = N, revisions)."""
   if family == "search":
     if cfg.search_baseline not in results:
       raise ValueError(f"select.search_baseline={cfg.search_baseline!r} has no files in "
                        f"search/ (methods: {', '.join(sorted(results))})")
-    return {n: settings[(cfg.search_baseline, n)] for n in sorted(results[cfg.search_baseline])}
-  return {n: settings[(m, n)] for m, per in results.items() for n, rs in per.items()
-          if rs[0].get("chains") == n}
+    chosen = [settings[(cfg.search_baseline, n)] for n in results[cfg.search_baseline]]
+  else:
+    chosen = [settings[(m, n)] for m, per in results.items() for n, rs in per.items()
+              if rs[0].get("chains") == n]
+  return {s.generations: s for s in chosen}
 
 
 def _round(values) -> list[float]:
