@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from tiny import DEMO, TINY, config
 
 from tts import cli, experiment
@@ -38,6 +39,36 @@ def test_records_bins_and_compute(tiny_run):
   manifest = json.load(open(os.path.join(tiny_run, "difficulty", "manifest.json")))
   assert manifest["estimation"]["generations"] == 20
   assert manifest["estimation"]["flops"] == sum(r["estimation"]["flops"] for r in records)
+
+
+def test_predicted_score_is_the_prm_reading_after_each_documented_sample(tiny_run):
+  """Redraws question 0's samples with the keys WORKSPACE.md documents and reads the PRM
+  once per sample, unpadded: a reading taken at padding or at the eos would differ."""
+  import jax
+  from tts.data.tasks import make_task
+  from tts.search import sampler, verifier
+  from tts.stages.policy import load_policy
+  from tts.stages.search import load_verifier
+  cfg = config()
+  task = make_task(cfg.task)
+  question = read_jsonl(os.path.join(tiny_run, "data", "test.jsonl"))[0]
+  policy, prm = load_policy(tiny_run), load_verifier(tiny_run, "prm/final", "prm")
+  base = jax.random.fold_in(jax.random.key(cfg.difficulty.seed), 0)
+  keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(np.arange(4))
+  sampling = sampler.SamplingConfig(temperature=cfg.difficulty.temperature,
+                                    max_new_tokens=cfg.difficulty.max_new_tokens)
+  samples = sampler.sample_all(policy.graphdef, policy.params, [question["prompt_ids"]] * 4,
+                               keys, sampling, (task.vocab.eos_id,), task.vocab.pad_id, 4)
+  readings = []
+  for s in samples:
+    seq = question["prompt_ids"] + (s[:-1] if s[-1] == task.vocab.eos_id else s)
+    out = verifier.score_prompts(prm.graphdef, prm.params, np.asarray([seq], np.int32),
+                                 np.asarray([len(seq)], np.int32), len(seq))
+    readings.append(float(out.probs[0, 0]))
+  record = read_jsonl(os.path.join(tiny_run, "difficulty", "questions.jsonl"))[0]
+  assert record["predicted_score"] == pytest.approx(np.mean(readings), abs=1e-5)
+  assert record["pass1"] == np.mean([task.is_correct(task.vocab.decode(s), question)
+                                     for s in samples])
 
 
 def test_summary_carries_ratios_flops_differences_and_verdicts(tiny_run):
