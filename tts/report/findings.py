@@ -77,7 +77,7 @@ def flops_matched(rows: dict | None, name: str) -> dict:
   """Finding 4: at matched FLOPs, test-time compute wins on easy and medium bins at
   R << 1; pretraining (the 14x model) wins on the hardest bins at R >> 1."""
   if not rows:
-    return {"status": "not measurable", "statement": f"no {name} FLOPs comparison"}
+    return {"status": "not measurable", "statement": f"{name}: not measured (no result files)."}
   by_r = sorted(rows.values(), key=lambda r: r["R"])
   low, high = by_r[0], by_r[-1]
   names = sorted(low["bins"], key=int)
@@ -85,10 +85,12 @@ def flops_matched(rows: dict | None, name: str) -> dict:
   easy_diff = float(np.mean([low["bins"][b]["absolute_difference"] for b in easy]))
   hard = high["bins"][names[-1]]
   checks = [easy_diff > 0, hard["absolute_difference"] < 0]
-  caveat = ""
+  beyond = [f"bin {b} at R={low['R']:g}" for b in easy
+            if low["bins"][b]["where"] == "beyond_largest_run"]
   if hard["where"] == "beyond_largest_run":
-    caveat = (" The hardest bin's matched budget exceeds the largest run, so the small "
-              "model's accuracy there is a lower bound.")
+    beyond.append(f"bin {names[-1]} at R={high['R']:g}")
+  caveat = (f" Matched budget beyond the largest run (the small model's accuracy a lower "
+            f"bound): {', '.join(beyond)}." if beyond else "")
   return {"status": _verdict(checks),
           "statement": (f"{name}: at R={low['R']:g} test-time compute minus the 14x model on "
                         f"bins {', '.join(easy)}: {easy_diff:+.3f} accuracy; at R={high['R']:g} "
