@@ -7,6 +7,7 @@ import ml_collections
 
 from tts.config_schema import all_fields
 from tts.model.config import ModelConfig
+from tts.scaling.config import DifficultyConfig, FlopsConfig, ReportConfig, SelectConfig
 from tts.search.methods import MethodConfig
 from tts.train.config import TrainConfig
 
@@ -66,6 +67,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.orm = all_fields(TrainConfig, **verifier)
   c.search = search_section()
   revision_sections(c, verifier)
+  # Compute-optimal scaling. Difficulty from K = 32 samples per search question (paper:
+  # 2048), 5 quantile bins; selection by 2-fold cross-validation against best-of-N weighted;
+  # FLOPs-matched comparison with the 14x model at the paper's three R.
+  c.difficulty = all_fields(DifficultyConfig, samples=32, num_bins=5, temperature=0.8,
+                            max_new_tokens=136, batch_size=640)
+  c.select = all_fields(SelectConfig)
+  c.flops = all_fields(FlopsConfig)
+  c.report = all_fields(ReportConfig)
   return c
 
 
@@ -84,8 +93,9 @@ def revision_sections(c: ml_collections.ConfigDict, verifier: dict):
   # The revision ORM learns from chains on train questions the revision model never saw.
   c.revision_orm_data = dict(num_questions=128, chains=4, chain_length=4, seed=1)
   c.revision_orm = all_fields(TrainConfig, **verifier)
-  # full_chains: chains that run to the largest budget (pass@1 per step is read off them).
-  c.revision_search = dict(num_questions=100, budgets=(1, 2, 4, 8, 16), full_chains=4, seed=0)
+  # On the search stage's test questions. full_chains: chains that run to the largest budget
+  # (pass@1 per revision step is read off them).
+  c.revision_search = dict(budgets=(1, 2, 4, 8, 16), full_chains=4, seed=0)
 
 
 def search_section() -> dict:

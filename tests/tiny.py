@@ -37,8 +37,10 @@ TINY = [
     "--config.revision_orm.steps=4", "--config.revision_orm.batch_size=8",
     "--config.revision_orm.eval_every=2", "--config.revision_orm.checkpoint_every=2",
     "--config.revision_orm.warmup_steps=2",
-    "--config.revision_search.num_questions=4", "--config.revision_search.budgets=(1, 2, 4)",
+    "--config.revision_search.budgets=(1, 2, 4)",
     "--config.revision_search.full_chains=2",
+    "--config.difficulty.samples=4", "--config.difficulty.num_bins=2",
+    "--config.difficulty.max_new_tokens=24", "--config.difficulty.batch_size=16",
 ]
 
 

@@ -18,8 +18,9 @@ import ml_collections
 DEFAULT_CONFIG = "configs/demo.py"
 # Each stage is also a command (`tts search ...` = `tts run ... --only search`). Listed here
 # so that argument errors show before jax is imported; a test keeps it equal to the stages.
-STAGE_COMMANDS = ("data", "policy", "label", "prm", "orm", "search", "revision_data", "revision",
-                  "revision_orm", "revision_search")
+STAGE_COMMANDS = ("data", "policy", "label", "prm", "orm", "search", "difficulty",
+                  "revision_data", "revision", "revision_orm", "revision_search", "select",
+                  "flops", "report")
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -114,7 +115,9 @@ def main(argv=None):
     summary = experiment.run(config, args.workdir, only=only, force=args.force)
   except experiment.USER_ERRORS as e:
     parser.exit(1, f"tts: error: {e}\n")
-  print(f"tts: finished; stage summaries in {summary}")
+  findings = os.path.join(args.workdir, "report", "summary.md")
+  print(f"tts: finished; stage summaries in {summary}" +
+        (f"; findings in {findings}" if os.path.exists(findings) else ""))
 
 
 if __name__ == "__main__":

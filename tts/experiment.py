@@ -1,6 +1,5 @@
 """An experiment: the ordered stages, the resolved config saved beside them, one entry point.
 
-Later issues append their stages (label, prm, orm, revision, search, ...) to STAGES.
 """
 import os
 
@@ -9,7 +8,8 @@ import jax
 from tts import pipeline
 from tts.atomic_files import write_json_atomic
 from tts.data.errors import DataError
-from tts.stages import data, label, policy, revision, revision_search, search, verifiers
+from tts.stages import (data, difficulty, flops, label, policy, report, revision,
+                        revision_search, search, select, verifiers)
 from tts.train.checkpoints import CheckpointMismatchError
 
 STAGES = [
@@ -25,6 +25,8 @@ STAGES = [
                    config_keys=("task", "verifiers", "orm", "mesh", "logical_axis_rules")),
     pipeline.Stage("search", search.run, deps=("policy", "prm", "orm"), switch="search",
                    config_keys=("task", "search")),
+    pipeline.Stage("difficulty", difficulty.run, deps=("policy", "prm"), switch="difficulty",
+                   config_keys=("task", "difficulty", "search.num_questions")),
     pipeline.Stage("revision_data", revision.run_data, deps=("policy",), switch="revision_data",
                    config_keys=("task", "revision_data")),
     pipeline.Stage("revision", revision.run_train, deps=("revision_data",), switch="revision",
@@ -33,9 +35,18 @@ STAGES = [
                    config_keys=("task", "revision_data.num_questions", "revision_orm_data",
                                 "revision_sampling", "revision_orm", "verifiers", "mesh",
                                 "logical_axis_rules")),
-    pipeline.Stage("revision_search", revision_search.run, deps=("revision", "revision_orm"),
-                   switch="revision_search",
-                   config_keys=("task", "revision_sampling", "revision_search")),
+    # Difficulty bins, when that stage runs, split the revision accuracies per bin.
+    pipeline.Stage("revision_search", revision_search.run,
+                   deps=("revision", "revision_orm", "difficulty"), switch="revision_search",
+                   config_keys=("task", "revision_sampling", "revision_search",
+                                "search.num_questions")),
+    # Compute-optimal scaling over the search and revision result files.
+    pipeline.Stage("select", select.run, deps=("difficulty", "search", "revision_search"),
+                   switch="select", config_keys=("select",)),
+    pipeline.Stage("flops", flops.run, deps=("select", "policy"), switch="flops",
+                   config_keys=("flops", "policy", "data.max_len")),
+    pipeline.Stage("report", report.run, deps=("select", "flops"), switch="report",
+                   config_keys=("report",)),
 ]
 
 # Errors a user can act on: shown as one line by the CLI, not a traceback.

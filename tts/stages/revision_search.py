@@ -49,7 +49,7 @@ def run(ctx) -> dict:
   cfg = ctx.config
   r = cfg.revision_search
   task = make_task(cfg.task)
-  questions = read_split(ctx.workdir, "test")[:r.num_questions]
+  questions = read_split(ctx.workdir, "test")[:cfg.search.num_questions]  # as search
   directory = ctx.stage_dir("revision_search")
   chains = chains_once(os.path.join(directory, "chains.jsonl"),
                        lambda: _make_chains(ctx, task, questions), ctx.is_main)

@@ -1,0 +1,128 @@
+"""select, flops and report stages on hand-made result files (tests/scaling_files.py) whose
+best setting per bin, efficiency ratio and FLOPs-matched numbers are known."""
+import csv
+import json
+import math
+import os
+
+import pytest
+import scaling_files
+from scaling_files import LARGE, SMALL
+
+from tts import pipeline
+from tts.stages import flops, report, select
+
+
+def _run(workdir, cfg, *stages):
+  ctx = pipeline.Context(config=cfg, workdir=str(workdir))
+  return [stage.run(ctx) for stage in stages]
+
+
+def _json(workdir, *path):
+  with open(os.path.join(workdir, *path)) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("scaling")
+  scaling_files.write_run(str(workdir))
+  _run(workdir, scaling_files.config(), select, flops, report)
+  return workdir
+
+
+def test_selection_finds_the_known_best_setting_per_bin_and_the_ratio(made_run):
+  out = _json(made_run, "select", "selection.json")
+  search = out["families"]["search"]
+  assert search["budgets"] == [1, 2, 4, 8, 16]
+  oracle = search["oracle"]
+  at4 = {b: v["choices"][2] for b, v in oracle["by_bin"].items()}
+  assert at4 == {"1": ["best_of_n/n1"] * 2, "2": ["best_of_n/n2"] * 2,
+                 "3": ["best_of_n/n4"] * 2, "4": ["beam4/n4"] * 2, "5": ["beam4/n4"] * 2}
+  assert oracle["compute_optimal"]["accuracy"] == [0.2, 0.4, 1.0, 1.0, 1.0]
+  assert oracle["baseline"]["accuracy"] == [0.2, 0.4, 0.6, 0.8, 1.0]
+  assert oracle["efficiency_ratio"] == {"max": 4.0, "at_budget": 4, "max_is_lower_bound": False,
+                                        "median": 1.0}
+  assert oracle["compute_optimal"]["mean_flops"][2] == pytest.approx(
+      scaling_files.FLOPS_PER_GENERATION * (1 + 2 + 4 + 4 + 4) / 5)
+  revisions = out["families"]["revisions"]
+  assert revisions["baseline"] == [f"chains{n}/n{n}" for n in (1, 2, 4, 8, 16)]
+  assert revisions["oracle"]["efficiency_ratio"]["max"] == 4.0
+  assert revisions["oracle"]["by_bin"]["5"]["choices"][2] == ["chains2/n4"] * 2
+  # Predicted bins are another grouping of the same questions; the lookahead never wins.
+  assert search["predicted"]["by_bin"].keys() == oracle["by_bin"].keys()
+  settings = _json(made_run, "select", "settings.json")
+  look = next(s for s in settings["search"] if s["method"] == "lookahead4_k3")
+  assert look["generations"] == 16 and look["accuracy"] == 0.0 and look["lookahead"] == 3
+
+
+def test_charging_difficulty_estimation_shrinks_the_ratio(tmp_path):
+  scaling_files.write_run(str(tmp_path), revisions=False)
+  _run(tmp_path, scaling_files.config(charge_difficulty=True), select)
+  oracle = _json(tmp_path, "select", "selection.json")["families"]["search"]["oracle"]
+  # 1.0 at 4 generations + 4 to estimate difficulty; best-of-N needs 16: ratio 2, not 4.
+  assert oracle["efficiency_ratio"]["max"] == 2.0
+  assert oracle["efficiency"]["headline"]["max"] == 4.0
+  assert "revisions" not in _json(tmp_path, "select", "selection.json")["families"]
+
+
+def test_flops_matched_rows_follow_the_formula(made_run):
+  out = _json(made_run, "flops", "flops.json")
+  m = LARGE.num_params / SMALL.num_params
+  assert out["params"] == {"small": SMALL.num_params, "large": LARGE.num_params,
+                           "ratio": round(m, 3)}
+  assert out["pretraining_flops"]["large"] == 6 * LARGE.num_params * 10 * 4 * 32
+  f = scaling_files.FLOPS_PER_GENERATION
+  for r in (0.16, 0.79, 22.0):
+    row = out["families"]["search"][f"{r:g}"]
+    x = m + 3 * (m - 1) / r
+    assert row["multiplier"] == pytest.approx(x, abs=1e-3)
+    for b in ("1", "3", "5"):
+      cell = row["bins"][b]
+      target = x * 2 * SMALL.num_params * (20 + int(b))  # large_tokens = 20 + bin
+      assert cell["target_flops"] == pytest.approx(target, abs=0.1)
+      assert cell["large_accuracy"] == (1.0 if int(b) in scaling_files.LARGE_RIGHT_BINS else 0.0)
+      if b == "1":  # best-of-1 is right: the curve is 1.0 at F FLOPs, every target beyond it
+        assert (cell["small_accuracy"], cell["where"]) == (1.0, "beyond_largest_run")
+      elif target < 4 * f:  # bins 3, 5: wrong at F FLOPs (best-of-1), right at 4F (n = 4)
+        assert cell["where"] == "interpolated"
+        assert cell["small_accuracy"] == pytest.approx(math.log(target / f) / math.log(4),
+                                                       abs=1e-4)
+      else:
+        assert (cell["small_accuracy"], cell["where"]) == (1.0, "beyond_largest_run")
+  assert out["families"]["search"]["22"]["bins"]["5"]["where"] == "interpolated"
+  hard = out["families"]["search"]["0.16"]["bins"]["5"]
+  assert hard["relative_difference"] is None
+  assert hard["absolute_difference"] == hard["small_accuracy"] == 1.0
+
+
+def test_report_has_figures_tables_and_the_verdicts(made_run):
+  directory = os.path.join(made_run, "report")
+  summary = _json(directory, "summary.json")
+  for name in summary["figures"]:
+    assert os.path.getsize(os.path.join(directory, name)) > 5000, name
+    with open(os.path.join(directory, name.replace(".png", ".csv"))) as f:
+      assert len(list(csv.DictReader(f))) >= 2, name
+  assert set(summary["figures"]) == {
+      "search_methods.png", "search_compute_optimal.png", "revisions_methods.png",
+      "revisions_compute_optimal.png", "revisions_ratio_by_bin.png", "flops_matched.png"}
+  findings = summary["findings"]
+  assert findings["2_compute_optimal_search"]["status"] == "reproduced"
+  assert findings["3_revisions"]["status"] == "reproduced"
+  assert findings["3_revisions"]["best_sequential_to_parallel"]["1"] > \
+      findings["3_revisions"]["best_sequential_to_parallel"]["5"]
+  # beam4 is right on bins 4-5 only (0.4): behind best-of-N at every budget.
+  assert findings["1_beam_search_vs_best_of_n"]["gap_by_budget"] == {"4": -0.2, "8": -0.4,
+                                                                      "16": -0.6}
+  assert findings["1_beam_search_vs_best_of_n"]["status"] == "not reproduced"
+  assert summary["efficiency_ratio"]["search"]["max"] == 4.0
+  assert set(summary["flops_matched"]["search"]) == {"0.16", "0.79", "22"}
+  with open(os.path.join(directory, "summary.md")) as f:
+    text = f.read()
+  assert "| 2_compute_optimal_search | **reproduced** |" in text
+
+
+def test_result_files_of_other_questions_are_refused(tmp_path):
+  scaling_files.write_run(str(tmp_path), revisions=False, ids_offset=1)
+  with pytest.raises(ValueError, match=r"search/beam4/n16.jsonl holds questions"):
+    _run(tmp_path, scaling_files.config(), select)

@@ -1,0 +1,45 @@
+"""Config sections of the difficulty, select, flops and report stages (typed, checked by
+config_schema.build)."""
+import dataclasses
+
+BIN_KINDS = ("oracle", "predicted")
+
+
+@dataclasses.dataclass(frozen=True)
+class DifficultyConfig:
+  samples: int = 32  # K samples per test question (paper: 2048)
+  num_bins: int = 5
+  temperature: float = 0.8  # as search samples
+  max_new_tokens: int = 136
+  batch_size: int = 256  # rows sampled (and scored) together
+  verifier: str = "prm/final"  # the PRM whose mean final score predicts difficulty
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectConfig:
+  bins: str = "oracle"  # bins behind the headline and the FLOPs comparison: oracle|predicted
+  rule: str = "weighted"  # the answer rule scored: selected.<rule>.correct
+  search_baseline: str = "best_of_n"  # the search method compute-optimal is compared with
+  # Charge each question the K generations (and FLOPs) spent estimating its difficulty
+  # (the paper leaves them out; a deployed system pays them).
+  charge_difficulty: bool = False
+  seed: int = 0  # the 2-fold split of every bin
+
+  def __post_init__(self):
+    if self.bins not in BIN_KINDS:
+      raise ValueError(f"select.bins={self.bins!r}; use one of {BIN_KINDS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlopsConfig:
+  ratios: tuple = (0.16, 0.79, 22.0)  # R = D_inference / D_pretrain (the paper's three)
+
+  def __post_init__(self):
+    if not self.ratios or any(r <= 0 for r in self.ratios):
+      raise ValueError(f"flops.ratios={self.ratios!r}: give one or more R > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+  dpi: int = 110

@@ -1,0 +1,118 @@
+"""`difficulty` stage: how hard each search question is for the small policy.
+
+K samples per question (the questions the search stage uses: the first
+search.num_questions of the test split). Oracle difficulty: their pass@1. Predicted
+difficulty: the PRM's mean reading after their last step, no ground truth used. Each split
+into equal-count quantile bins. Also the 14x model's greedy answer per question, which the
+FLOPs-matched comparison needs, and the compute spent, so selection can charge it.
+Writes difficulty/questions.jsonl and difficulty/manifest.json (WORKSPACE.md).
+"""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from tts import config_schema
+from tts.atomic_files import write_json_atomic, write_jsonl_atomic
+from tts.data.tasks import make_task
+from tts.scaling import difficulty
+from tts.scaling.config import DifficultyConfig
+from tts.search import sampler, verifier
+from tts.search.sampler import SamplingConfig
+from tts.stages.data import read_split
+from tts.stages.policy import load_policy
+from tts.stages.search import load_verifier
+
+
+def sample_questions(model, prompts: list[list[int]], keys, sampling: SamplingConfig, task,
+                     batch_size: int, desc: str, show: bool) -> list[list[int]]:
+  """sample_all in batches of `batch_size` rows, with a progress bar."""
+  out = []
+  for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not show):
+    out += sampler.sample_all(model.graphdef, model.params, prompts[start:start + batch_size],
+                              keys[start:start + batch_size], sampling, (task.vocab.eos_id,),
+                              task.vocab.pad_id, batch_size)
+  return out
+
+
+def final_scores(prm, sequences: list[list[int]], width: int, pad_id: int,
+                 batch_size: int) -> np.ndarray:
+  """The verifier's reading at each sequence's last token: float[len(sequences)]. Fixed
+  batches of one width, so it compiles once (fixed_batches' keys are just row indices)."""
+  scores = []
+  for chunk, _, real in sampler.fixed_batches(sequences, jnp.arange(len(sequences)),
+                                              batch_size):
+    tokens, lengths = sampler.pad_prompts(chunk, pad_id, width=width)
+    out = verifier.score_prompts(prm.graphdef, prm.params, tokens, lengths, width)
+    scores += np.asarray(out.probs[:real, 0]).tolist()
+  return np.asarray(scores, np.float64)
+
+
+def run(ctx) -> dict:
+  cfg = config_schema.build(DifficultyConfig, ctx.config.difficulty, "difficulty")
+  task = make_task(ctx.config.task)
+  questions = read_split(ctx.workdir, "test")[:ctx.config.search.num_questions]
+  small, large = load_policy(ctx.workdir), load_policy(ctx.workdir, "large")
+  prm = load_verifier(ctx.workdir, cfg.verifier, "difficulty.verifier")
+  k, q = cfg.samples, len(questions)
+  eos = task.vocab.eos_id
+
+  # Sample j of question i draws with fold_in(fold_in(key(seed), i), j): batching-independent.
+  base = jax.random.key(cfg.seed)
+  keys = jax.vmap(lambda i: jax.vmap(lambda j: jax.random.fold_in(
+      jax.random.fold_in(base, i), j))(jnp.arange(k)))(jnp.arange(q)).reshape(-1)
+  prompts = [x["prompt_ids"] for x in questions for _ in range(k)]
+  sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+  samples = sample_questions(small, prompts, keys, sampling, task, cfg.batch_size,
+                             "difficulty/samples", ctx.is_main)
+  texts = [task.vocab.decode(s) for s in samples]
+  correct = np.array([task.is_correct(t, questions[i // k]) for i, t in enumerate(texts)],
+                     bool).reshape(q, k)
+  # The PRM reads each sample where its text ends (a trailing eos is not read).
+  read = [p + (s[:-1] if s and s[-1] == eos else s) for p, s in zip(prompts, samples)]
+  width = -(-max(map(len, read)) // 16) * 16
+  scores = final_scores(prm, read, width, task.vocab.pad_id, cfg.batch_size).reshape(q, k)
+
+  greedy = sample_questions(large, [x["prompt_ids"] for x in questions],
+                            jax.random.split(jax.random.key(cfg.seed), q),
+                            SamplingConfig(temperature=0.0, max_new_tokens=cfg.max_new_tokens),
+                            task, min(cfg.batch_size, q), "difficulty/large greedy", ctx.is_main)
+
+  pass1 = difficulty.pass_at_1(correct)
+  predicted = difficulty.mean_final_score(scores)
+  oracle_bins = difficulty.quantile_bins(pass1, cfg.num_bins)
+  predicted_bins = difficulty.quantile_bins(predicted, cfg.num_bins)
+  n_small, n_large, n_prm = small.cfg.num_params, large.cfg.num_params, prm.cfg.num_params
+  records = []
+  for i, x in enumerate(questions):
+    policy_tokens = sum(len(x["prompt_ids"]) + len(s) for s in samples[i * k:(i + 1) * k])
+    verifier_tokens = sum(map(len, read[i * k:(i + 1) * k]))
+    large_tokens = len(x["prompt_ids"]) + len(greedy[i])
+    records.append({
+        "id": x["id"], "difficulty": x["difficulty"],
+        "pass1": round(float(pass1[i]), 6), "predicted_score": round(float(predicted[i]), 6),
+        "oracle_bin": int(oracle_bins[i]), "predicted_bin": int(predicted_bins[i]),
+        "large_greedy_correct": bool(task.is_correct(task.vocab.decode(greedy[i]), x)),
+        "large_tokens": large_tokens, "large_flops": 2 * n_large * large_tokens,
+        "estimation": {"generations": k, "policy_tokens": policy_tokens,
+                       "verifier_tokens": verifier_tokens,
+                       "flops": 2 * n_small * policy_tokens + 2 * n_prm * verifier_tokens}})
+  manifest = {
+      "questions": q, "samples": k, "num_bins": cfg.num_bins, "verifier": cfg.verifier,
+      "pass1": round(float(pass1.mean()), 4),
+      "pass1_by_oracle_bin": [round(float(pass1[oracle_bins == b].mean()), 4)
+                              for b in range(1, cfg.num_bins + 1)],
+      "rank_correlation": round(difficulty.spearman(pass1, predicted), 4),
+      "bin_agreement": round(float(np.mean(oracle_bins == predicted_bins)), 4),
+      "large_greedy_accuracy": round(float(np.mean([r["large_greedy_correct"]
+                                                    for r in records])), 4),
+      "estimation": {key: sum(r["estimation"][key] for r in records)
+                     for key in ("generations", "policy_tokens", "verifier_tokens", "flops")}}
+  directory = ctx.stage_dir("difficulty")
+  if ctx.is_main:
+    write_jsonl_atomic(os.path.join(directory, "questions.jsonl"), records)
+    write_json_atomic(os.path.join(directory, "manifest.json"), manifest)
+  return {k_: manifest[k_] for k_ in ("pass1_by_oracle_bin", "rank_correlation",
+                                      "bin_agreement", "large_greedy_accuracy")}
