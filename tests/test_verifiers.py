@@ -54,21 +54,24 @@ def test_loss_reads_only_marked_positions():
   assert trainer.evaluate(params, data)["loss"] != trainer.evaluate(params, changed)["loss"]
 
 
-def test_early_stopping_keeps_the_best_weights_and_stops(tmp_path):
+@pytest.mark.parametrize("after", [0, 1])
+def test_early_stopping_keeps_the_chosen_weights_and_stops(tmp_path, after):
   """Training pushes values to 1 while validation wants 0: validation loss rises from the
-  first evaluation on, so the first evaluation's weights are kept and training stops after
-  `patience` evaluations without improvement."""
+  first evaluation on, so the weights kept are the first evaluation's (evals_after_best=0)
+  or the one after it (1, the revision model's rule), and training stops after `patience`
+  evaluations without improvement."""
   cfg = TrainConfig(steps=40, batch_size=8, lr=3e-2, warmup_steps=1, eval_every=5,
-                    checkpoint_every=5, keep_best=True, patience=2)
+                    checkpoint_every=5, keep_best=True, patience=2, evals_after_best=after)
   trainer = Trainer(CFG, cfg, ValueLoss(), make_mesh(MESH), ())
   params, history = trainer.fit(_data(16, 1.0), str(tmp_path), val_data=_data(8, 0.0))
   losses = [h["val_loss"] for h in history]
   assert [h["step"] for h in history] == [5, 10, 15]
   assert losses[0] < losses[1] < losses[2]
+  kept = 5 * (1 + after)
   best = json.load(open(tmp_path / "best" / "best.json"))
-  assert best == {"step": 5}
-  assert sorted(os.listdir(tmp_path / "best")) == ["best-5", "best.json"]  # others removed
-  assert trainer.evaluate(params, _data(8, 0.0))["loss"] == pytest.approx(losses[0], rel=1e-5)
+  assert best == {"step": kept}
+  assert sorted(os.listdir(tmp_path / "best")) == [f"best-{kept}", "best.json"]  # others removed
+  assert trainer.evaluate(params, _data(8, 0.0))["loss"] == pytest.approx(losses[after], rel=1e-5)
   metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert max(m["step"] for m in metrics) == 15
 
@@ -77,11 +80,16 @@ def test_evals_since_best():
   assert _evals_since_best([]) == 0
   assert _evals_since_best([{"val_loss": v} for v in (3, 1, 2, 2)]) == 2
   assert _evals_since_best([{"val_loss": v} for v in (3, 2, 1)]) == 0
+  assert _evals_since_best([{"val_loss": v} for v in (3, 1, 1)]) == 0  # the latest of equals
 
 
 def test_patience_needs_keep_best():
   with pytest.raises(ValueError, match="keep_best"):
     TrainConfig(steps=1, batch_size=1, patience=3)
+  with pytest.raises(ValueError, match="keep_best"):
+    TrainConfig(steps=1, batch_size=1, evals_after_best=1)
+  with pytest.raises(ValueError, match="raise train.patience"):
+    TrainConfig(steps=1, batch_size=1, keep_best=True, patience=1, evals_after_best=2)
 
 
 def test_auroc_and_calibration_on_known_cases():

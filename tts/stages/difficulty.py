@@ -37,19 +37,6 @@ def sample_questions(model, prompts: list[list[int]], keys, sampling: SamplingCo
   return out
 
 
-def final_scores(prm, sequences: list[list[int]], width: int, pad_id: int,
-                 batch_size: int) -> np.ndarray:
-  """The verifier's reading at each sequence's last token: float[len(sequences)]. Fixed
-  batches of one width, so it compiles once (fixed_batches' keys are just row indices)."""
-  scores = []
-  for chunk, _, real in sampler.fixed_batches(sequences, jnp.arange(len(sequences)),
-                                              batch_size):
-    tokens, lengths = sampler.pad_prompts(chunk, pad_id, width=width)
-    out = verifier.score_prompts(prm.graphdef, prm.params, tokens, lengths, width)
-    scores += np.asarray(out.probs[:real, 0]).tolist()
-  return np.asarray(scores, np.float64)
-
-
 def run(ctx) -> dict:
   cfg = config_schema.build(DifficultyConfig, ctx.config.difficulty, "difficulty")
   task = make_task(ctx.config.task)
@@ -72,8 +59,8 @@ def run(ctx) -> dict:
                      bool).reshape(q, k)
   # The PRM reads each sample where its text ends (a trailing eos is not read).
   read = [p + (s[:-1] if s and s[-1] == eos else s) for p, s in zip(prompts, samples)]
-  width = -(-max(map(len, read)) // 16) * 16
-  scores = final_scores(prm, read, width, task.vocab.pad_id, cfg.batch_size).reshape(q, k)
+  scores = verifier.final_readings(prm, read, eos, task.vocab.pad_id,
+                                   cfg.batch_size).reshape(q, k).astype(np.float64)
 
   greedy = sample_questions(large, [x["prompt_ids"] for x in questions],
                             jax.random.split(jax.random.key(cfg.seed), q),

@@ -116,7 +116,7 @@ def run_train(ctx) -> dict:
   out = ctx.stage_dir("revision")
   params, history = trainer.fit(lm_arrays(train, width, pad, packed=True), out,
                                 val_data=lm_arrays(val, width, pad, packed=True),
-                                init_params=policy.params, desc="revision")
+                                init_params=jax.device_get(policy.params), desc="revision")
   save_params(os.path.join(out, "final"), params, policy.cfg)
   with open(os.path.join(out, "best", "best.json")) as f:
     chosen = json.load(f)["step"]
