@@ -81,14 +81,6 @@ class HFTokenizer:
     kept = [int(i) for i in ids if int(i) not in (self.pad_id, self.eos_id)]
     return self._tok.decode(kept, skip_special_tokens=False)
 
-  def token_id(self, text: str, field: str) -> int:
-    """The id of `text`, which must be one token (e.g. a PRM's good-step token)."""
-    ids = self.encode(text)
-    if len(ids) != 1:
-      raise ValueError(f"{field}={text!r} is {len(ids)} tokens in {self.path}; it must be "
-                       "exactly one token of this tokenizer")
-    return ids[0]
-
   def save(self, directory: str):
     """Copies tokenizer.json and writes tokenizer_config.json with the special tokens."""
     save_tokenizer(self._tok, self, directory)
