@@ -22,10 +22,11 @@ from tts import cli  # noqa: E402
 from tts.atomic_files import read_jsonl  # noqa: E402
 from tts.data.hf_tokenizer import HFTokenizer  # noqa: E402
 from tts.stages.policy import load_policy  # noqa: E402
+from tts.train.checkpoints import load_model  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "math_hf.py")
 TINY = [
-    "--config.task.test_fraction=0.3", "--config.policy_eval.num_questions=3",
+    "--config.task.test_fraction=0.5", "--config.policy_eval.num_questions=5",
     "--config.policy_eval.samples=2", "--config.policy_eval.max_new_tokens=12",
     "--config.policy_eval.batch_size=8", "--config.search.num_questions=3",
     "--config.search.budgets=(1, 4)", "--config.search.max_new_tokens=12",
@@ -54,11 +55,15 @@ def math_hf_run(tmp_path_factory):
     shutil.copytree(tokenizer, root / name)
     hf_models.save_tiny_model(str(root / name), vocab_size=300, **spec)
   workdir = root / "run"
-  cli.main(["run", CONFIG, "--workdir", str(workdir), f"--config.task.path={root / 'math.jsonl'}",
-            f"--config.policy.small.hf_path={root / 'small'}",
-            f"--config.policy.large.hf_path={root / 'large'}",
-            f"--config.search.verifiers.prm.path={root / 'prm'}", *TINY])
+  cli.main(["run", CONFIG, "--workdir", str(workdir), *_paths(root), *TINY])
   return root, workdir
+
+
+def _paths(root):
+  return [f"--config.task.path={root / 'math.jsonl'}",
+          f"--config.policy.small.hf_path={root / 'small'}",
+          f"--config.policy.large.hf_path={root / 'large'}",
+          f"--config.search.verifiers.prm.path={root / 'prm'}"]
 
 
 def test_runs_every_stage_with_imported_models(math_hf_run):
@@ -95,3 +100,27 @@ def test_saved_policy_is_the_checkpoint(math_hf_run):
   with torch.no_grad():
     expected = hf_model(torch.tensor(prompt)).logits.numpy()
   np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
+
+
+def test_export_and_import_commands_round_trip_exactly(math_hf_run, tmp_path):
+  """tts export (policy/small/final, tokenizer from the config) then tts import: the same
+  parameters bit for bit; the PRM import through the CLI builds the good-minus-bad head."""
+  import jax
+  root, workdir = math_hf_run
+  cli.main(["export", CONFIG, "--workdir", str(workdir), "--model", "policy/small/final",
+            "--out", str(tmp_path / "hf"), *_paths(root)])
+  assert HFTokenizer(str(tmp_path / "hf")).encode("What is 3 + 4?") == HFTokenizer(
+      str(root / "small")).encode("What is 3 + 4?")
+  cli.main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "ours")])
+  before, after = load_policy(str(workdir)), load_model(str(tmp_path / "ours"))
+  assert after.cfg == before.cfg
+  for (path, a), (_, b) in zip(jax.tree_util.tree_flatten_with_path(before.params)[0],
+                               jax.tree_util.tree_flatten_with_path(after.params)[0]):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+  cli.main(["import", str(root / "prm"), "--out", str(tmp_path / "prm"), "--good_token=+",
+            "--bad_token=-"])
+  prm, vocab = load_model(str(tmp_path / "prm")), HFTokenizer(str(root / "prm"))
+  (good,), (bad,) = vocab.encode("+"), vocab.encode("-")
+  head = np.asarray(prm.params["lm_head"])
+  np.testing.assert_array_equal(np.asarray(prm.params["value_w"])[:, 0],
+                                head[:, good] - head[:, bad])
