@@ -26,7 +26,7 @@ from tts.train.checkpoints import load_model  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "math_hf.py")
 TINY = [
-    "--config.task.test_fraction=0.5", "--config.policy_eval.num_questions=5",
+    "--config.task.test_fraction=0.4", "--config.policy_eval.num_questions=5",
     "--config.policy_eval.samples=2", "--config.policy_eval.max_new_tokens=12",
     "--config.policy_eval.batch_size=8", "--config.search.num_questions=3",
     "--config.search.budgets=(1, 4)", "--config.search.max_new_tokens=12",
@@ -37,7 +37,7 @@ TINY = [
 def _problems(path):
   rng = np.random.default_rng(0)
   with open(path, "w") as f:
-    for i in range(10):
+    for i in range(12):
       a, b = rng.integers(1, 50, 2)
       f.write(json.dumps({"problem": f"What is {a} + {b}?", "level": f"Level {i % 5 + 1}",
                           "solution": f"We add.\n{a} + {b} = {a + b}\n$\\boxed{{{a + b}}}$"}) + "\n")
