@@ -2,18 +2,18 @@
 
   tts run configs/math_hf.py --workdir runs/math \\
     --config.task.path=math.jsonl \\
-    --config.policy.small.hf_path=/models/Qwen2.5-0.5B-Instruct \\
-    --config.policy.large.hf_path=/models/Qwen2.5-7B-Instruct \\
-    --config.search.verifiers.prm.path=/models/math-shepherd-prm
+    --config.policy.small.hf_path=/models/policy-small \\
+    --config.policy.large.hf_path=/models/policy-large \\
+    --config.search.verifiers.prm.path=/models/prm
 
 The policy stage imports both checkpoints instead of training them (they share one
 tokenizer; task.tokenizer follows policy.small.hf_path). The search scores steps with an
 imported causal-LM PRM in the Math-Shepherd convention (tts/interop/hf_import.py): the
-probability of `good_token` against `bad_token` as the next token after each step; it must
-use the policy's tokenizer. A PRM exported by `tts export` (value_head.safetensors) needs
-empty good/bad tokens. To train verifiers from the imported policy instead, add the demo's
-label, verifiers, prm and orm sections and point search.verifiers at prm/final, orm/final.
-Everything else is the demo's (configs/demo.py).
+probability of `good_token` against `bad_token` as the next token after each step. It must
+use the policy's tokenizer. A verifier written by `tts export` is read through its
+value_head.safetensors instead (the tokens are then unused). To train verifiers from the
+imported policy instead, add the demo's label, verifiers, prm and orm sections and point
+search.verifiers at prm/final and orm/final. Everything else is the demo's (configs/demo.py).
 """
 import importlib.util
 import os
