@@ -77,7 +77,8 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path, tie, bias):
   np.testing.assert_allclose(_torch_logits(hf_model, tokens), _logits(ours, tokens),
                              atol=LOGIT_ATOL, rtol=0)
   tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
-  assert tokenizer(TEXTS[0], add_special_tokens=False).input_ids == ByteVocabulary().encode(TEXTS[0])
+  ids = tokenizer(TEXTS[0], add_special_tokens=False).input_ids
+  assert ids == ByteVocabulary().encode(TEXTS[0])
   assert tokenizer.eos_token_id == ByteVocabulary.eos_id
 
 
@@ -197,7 +198,8 @@ hf_import.SafetensorFiles.read = recording
 mesh = make_mesh(dict(data=1, fsdp=2, tensor=2))
 sharded = hf_import.load_hf_model(sys.argv[1], mesh, demo.LOGICAL_AXIS_RULES)
 q = sharded.params["blocks"][0]["attn"]["q"]
-assert len(jax.devices()) == 4 and tuple(q.sharding.spec) == ("fsdp", "tensor", None), q.sharding.spec
+assert len(jax.devices()) == 4
+assert tuple(q.sharding.spec) == ("fsdp", "tensor", None), q.sharding.spec
 assert {s for n, s in reads if n.endswith("layers.0.self_attn.q_proj.weight")} == {(16, 16)}
 single = hf_import.load_hf_model(sys.argv[1])
 tokens = np.arange(24).reshape(2, 12) % 300
@@ -221,3 +223,19 @@ def test_sharded_import_reads_each_devices_slice(tiny_llama):
   assert out.returncode == 0, out.stderr[-3000:]
   diff = float(out.stdout.split("max_diff")[-1])
   assert diff < 1e-5
+
+
+def test_bfloat16_checkpoint_imports_as_float32(tiny_llama, tmp_path):
+  """Most published checkpoints are bfloat16, which numpy cannot hold: the import reads it
+  and widens it exactly."""
+  import shutil
+
+  from safetensors.torch import load_file as load_torch
+  from safetensors.torch import save_file as save_torch
+  shutil.copytree(tiny_llama, tmp_path, dirs_exist_ok=True)
+  path = str(tmp_path / "model.safetensors")
+  tensors = {k: v.to(torch.bfloat16) for k, v in load_torch(path).items()}
+  save_torch(tensors, path, metadata={"format": "pt"})
+  model = load_hf_model(str(tmp_path))
+  expected = tensors["model.layers.1.mlp.down_proj.weight"].float().numpy().T
+  np.testing.assert_array_equal(np.asarray(model.params["blocks"][1]["mlp"]["down"]), expected)

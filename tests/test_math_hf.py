@@ -39,8 +39,9 @@ def _problems(path):
   with open(path, "w") as f:
     for i in range(12):
       a, b = rng.integers(1, 50, 2)
+      solution = f"We add.\n{a} + {b} = {a + b}\n$\\boxed{{{a + b}}}$"
       f.write(json.dumps({"problem": f"What is {a} + {b}?", "level": f"Level {i % 5 + 1}",
-                          "solution": f"We add.\n{a} + {b} = {a + b}\n$\\boxed{{{a + b}}}$"}) + "\n")
+                          "solution": solution}) + "\n")
 
 
 @pytest.fixture(scope="module")

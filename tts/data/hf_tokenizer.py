@@ -71,8 +71,8 @@ class HFTokenizer:
     unk = _token_text(tok_cfg.get("unk_token"))
     self.unk_id = None if unk is None else self._tok.token_to_id(unk)
     self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
-    self.step_end_ids = frozenset(
-        i for i in range(self.vocab_size) if NEWLINE in self._tok.decode([i], skip_special_tokens=False))
+    self.step_end_ids = frozenset(i for i in range(self.vocab_size)
+                                  if NEWLINE in self._tok.decode([i], skip_special_tokens=False))
 
   def encode(self, text: str) -> list[int]:
     return self._tok.encode(text, add_special_tokens=False).ids

@@ -13,7 +13,9 @@ good token against the bad one as the next token after the step's last token,
 softmax([l_good, l_bad])[0] = sigmoid((W_good - W_bad) . h), with h the final-normed hidden
 state and W the LM head's rows (Llama/Qwen2 heads have no bias). That is exactly our value
 head with weight W_good - W_bad and bias 0, and our search reads every verifier at a step's
-last token (its newline), so such a PRM plugs into every search method unchanged.
+last token (its newline), so such a PRM plugs into every search method unchanged. (Math-
+Shepherd itself appends a step tag and reads the score there; a PRM trained that way is
+read here at the newline instead, which is where its tag would follow.)
 """
 import dataclasses
 import json

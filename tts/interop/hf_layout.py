@@ -79,12 +79,13 @@ def tensor_maps(cfg: ModelConfig) -> list[TensorMap]:
   maps = [TensorMap(("embed",), "model.embed_tokens.weight", ((v,), (d,)), (0, 1))]
   for i in range(cfg.num_layers):
     hf, ours = f"model.layers.{i}.", ("blocks", i)
+    attn = hf + "self_attn."
     maps += [
         TensorMap(ours + ("attn_norm", "scale"), hf + "input_layernorm.weight", ((d,),), (0,)),
-        TensorMap(ours + ("attn", "q"), hf + "self_attn.q_proj.weight", ((h, dh), (d,)), (2, 0, 1)),
-        TensorMap(ours + ("attn", "k"), hf + "self_attn.k_proj.weight", ((kv, dh), (d,)), (2, 0, 1)),
-        TensorMap(ours + ("attn", "v"), hf + "self_attn.v_proj.weight", ((kv, dh), (d,)), (2, 0, 1)),
-        TensorMap(ours + ("attn", "o"), hf + "self_attn.o_proj.weight", ((d,), (h, dh)), (1, 2, 0)),
+        TensorMap(ours + ("attn", "q"), attn + "q_proj.weight", ((h, dh), (d,)), (2, 0, 1)),
+        TensorMap(ours + ("attn", "k"), attn + "k_proj.weight", ((kv, dh), (d,)), (2, 0, 1)),
+        TensorMap(ours + ("attn", "v"), attn + "v_proj.weight", ((kv, dh), (d,)), (2, 0, 1)),
+        TensorMap(ours + ("attn", "o"), attn + "o_proj.weight", ((d,), (h, dh)), (1, 2, 0)),
         TensorMap(ours + ("mlp_norm", "scale"), hf + "post_attention_layernorm.weight", ((d,),),
                   (0,)),
         TensorMap(ours + ("mlp", "gate"), hf + "mlp.gate_proj.weight", ((ff,), (d,)), (1, 0)),
@@ -93,9 +94,9 @@ def tensor_maps(cfg: ModelConfig) -> list[TensorMap]:
     ]
     if cfg.attention_bias:
       maps += [
-          TensorMap(ours + ("attn", "q_bias"), hf + "self_attn.q_proj.bias", ((h, dh),), (0, 1)),
-          TensorMap(ours + ("attn", "k_bias"), hf + "self_attn.k_proj.bias", ((kv, dh),), (0, 1)),
-          TensorMap(ours + ("attn", "v_bias"), hf + "self_attn.v_proj.bias", ((kv, dh),), (0, 1)),
+          TensorMap(ours + ("attn", "q_bias"), attn + "q_proj.bias", ((h, dh),), (0, 1)),
+          TensorMap(ours + ("attn", "k_bias"), attn + "k_proj.bias", ((kv, dh),), (0, 1)),
+          TensorMap(ours + ("attn", "v_bias"), attn + "v_proj.bias", ((kv, dh),), (0, 1)),
       ]
   maps.append(TensorMap(("final_norm", "scale"), "model.norm.weight", ((d,),), (0,)))
   if not cfg.tie_embeddings:
