@@ -149,7 +149,7 @@ def hf_config(cfg: ModelConfig, eos_id: int, pad_id: int, bos_id: int | None,
       "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta, "rope_scaling": None,
       "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
       "attention_bias": cfg.attention_bias, "attention_dropout": 0.0, "mlp_bias": False,
-      "tie_word_embeddings": cfg.tie_embeddings, "torch_dtype": "float32",
+      "tie_word_embeddings": cfg.tie_embeddings, "torch_dtype": "float32", "dtype": "float32",
       "eos_token_id": eos_id, "pad_token_id": pad_id, "bos_token_id": bos_id,
       "initializer_range": 0.02, "use_cache": True,
   }
