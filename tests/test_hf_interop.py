@@ -239,3 +239,12 @@ def test_bfloat16_checkpoint_imports_as_float32(tiny_llama, tmp_path):
   model = load_hf_model(str(tmp_path))
   expected = tensors["model.layers.1.mlp.down_proj.weight"].float().numpy().T
   np.testing.assert_array_equal(np.asarray(model.params["blocks"][1]["mlp"]["down"]), expected)
+
+
+def test_unexpected_tensor_is_named(tiny_llama, tmp_path):
+  """A checkpoint with more layers than its config.json says must not load silently."""
+  name = "model.layers.2.mlp.up_proj.weight"
+  broken = _broken_copy(tiny_llama, tmp_path, lambda t: t.update(
+      {name: t["model.layers.1.mlp.up_proj.weight"].copy()}))
+  with pytest.raises(CheckpointMismatchError, match=f"tensor {name} is in the checkpoint"):
+    load_hf_model(broken)
