@@ -6,6 +6,7 @@ pairs, a missing bias): every other test trains and reads our own checkpoints.
 """
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -248,3 +249,20 @@ def test_unexpected_tensor_is_named(tiny_llama, tmp_path):
       {name: t["model.layers.1.mlp.up_proj.weight"].copy()}))
   with pytest.raises(CheckpointMismatchError, match=f"tensor {name} is in the checkpoint"):
     load_hf_model(broken)
+
+
+@pytest.mark.parametrize("change, needle", [
+    (dict(model_type="mistral"), "model_type='mistral' is not supported"),
+    (dict(rope_scaling={"rope_type": "llama3", "factor": 8.0}), "rope_scaling="),
+    (dict(hidden_act="gelu"), "hidden_act='gelu'"),
+    (dict(num_hidden_layers=None), "'num_hidden_layers' is missing"),
+])
+def test_unsupported_config_json_names_the_field(change, needle):
+  """A config.json we would read wrongly (other RoPE, activation, architecture) is refused."""
+  from tts.interop.hf_layout import model_config_from_hf
+  base = dict(model_type="llama", vocab_size=64, num_hidden_layers=2, hidden_size=32,
+              num_attention_heads=4, intermediate_size=64)
+  config = {k: v for k, v in {**base, **change}.items() if v is not None}
+  assert model_config_from_hf(base, "config.json").num_layers == 2
+  with pytest.raises(ValueError, match=re.escape(needle)):
+    model_config_from_hf(config, "config.json")
