@@ -25,7 +25,7 @@ def test_pure_python_modules_do_not_import_tensorflow():
   search paths must never pull it in through tts.data."""
   code = (
     "import sys, tts.data, tts.data.tasks, tts.data.chain, tts.data.vocab, "
-    "tts.data.math_jsonl, tts.data.errors; "
+    "tts.data.math_jsonl, tts.data.errors, tts.data.hf_tokenizer; "
     "assert 'tensorflow' not in sys.modules and 'seqio' not in sys.modules"
   )
   subprocess.run(

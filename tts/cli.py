@@ -2,6 +2,8 @@
 
   tts run configs/demo.py --workdir runs/demo [--only STAGE] [--force] [--config.a.b=value ...]
   tts search configs/demo.py --workdir runs/demo   # one stage: same as run --only search
+  tts import HF_DIR --out DIR [--good_token T --bad_token T]   # Hugging Face -> ours
+  tts export configs/demo.py --workdir runs/demo --model prm/final --out HF_DIR
 
 Multi-host: pass --distributed on every host (TPU pods and SLURM clusters are detected by
 `jax.distributed.initialize()`), or the explicit --coordinator/--num_processes/--process_id.
@@ -102,12 +104,26 @@ def main(argv=None):
     run.add_argument("--coordinator", help="host:port of process 0, for manual multi-host")
     run.add_argument("--num_processes", type=int)
     run.add_argument("--process_id", type=int)
+  imp = sub.add_parser("import", help="a Hugging Face checkpoint directory -> our saved model")
+  imp.add_argument("hf_dir")
+  imp.add_argument("--out", required=True, help="directory for orbax params + model.json")
+  imp.add_argument("--good_token", default="", help="causal-LM PRM: the good-step token")
+  imp.add_argument("--bad_token", default="", help="causal-LM PRM: the bad-step token")
+  exp = sub.add_parser("export", help="a saved model -> a Hugging Face directory")
+  exp.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+  exp.add_argument("--workdir", default="runs/demo")
+  exp.add_argument("--model", required=True, help="e.g. policy/small/final, prm/final")
+  exp.add_argument("--out", required=True)
   args, overrides = parser.parse_known_args(argv)
+  if args.command == "import":
+    return _interop(parser, args, overrides)
 
   try:
     config = apply_overrides(load_config(args.config), overrides, args.config)
   except (FileNotFoundError, KeyError, ValueError, AttributeError) as e:
     parser.exit(2, f"tts: error: {e.args[0] if e.args else e}\n")
+  if args.command == "export":
+    return _interop(parser, args, config=config)
   _init_distributed(args)
   from tts import experiment  # imports jax and the stages; after argument errors are shown
   try:
@@ -118,6 +134,21 @@ def main(argv=None):
   findings = os.path.join(args.workdir, "report", "summary.md")
   print(f"tts: finished; stage summaries in {summary}" +
         (f"; findings in {findings}" if os.path.exists(findings) else ""))
+
+
+def _interop(parser, args, overrides=(), config=None):
+  if overrides:
+    parser.exit(2, f"tts: error: unrecognised arguments {' '.join(overrides)}\n")
+  from tts import experiment
+  from tts.interop import commands  # the `hf` extra
+  try:
+    if args.command == "import":
+      out = commands.import_checkpoint(args.hf_dir, args.out, args.good_token, args.bad_token)
+    else:
+      out = commands.export_model(config, args.workdir, args.model, args.out)
+  except experiment.USER_ERRORS as e:
+    parser.exit(1, f"tts: error: {e}\n")
+  print(f"tts: {args.command}ed to {out}")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ class MathJsonlConfig:
   val_fraction: float = 0.1
   test_fraction: float = 0.2
   seed: int = 0
-  tokenizer: str = "bytes"
+  tokenizer: str = "bytes"  # or a Hugging Face checkpoint directory (its tokenizer.json)
 
   def __post_init__(self):
     if bool(self.path) == bool(self.train_path or self.test_path):

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 from typing import Any, Callable, Mapping
 
 import ml_collections
@@ -56,6 +57,20 @@ class Task:
     )
 
 
+def make_tokenizer(spec: str) -> Tokenizer:
+  """A name in TOKENIZERS, or a Hugging Face checkpoint directory (or its tokenizer.json)
+  whose tokenizer the task then uses (ids of an imported model; needs the `hf` extra)."""
+  if spec in TOKENIZERS:
+    return TOKENIZERS[spec]()
+  if os.path.isdir(spec) or spec.endswith(".json"):
+    from tts.data.hf_tokenizer import HFTokenizer
+    return HFTokenizer(spec)
+  raise ValueError(
+    f"task.tokenizer={spec!r} is unknown; allowed: {', '.join(TOKENIZERS)}, or the path of a "
+    "Hugging Face checkpoint directory with a tokenizer.json"
+  )
+
+
 def _name(kind: str, resolved: Any) -> str:
   blob = json.dumps({"kind": kind, **dataclasses.asdict(resolved)}, sort_keys=True)
   return f"tts_{kind}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
@@ -95,13 +110,9 @@ def make_task(cfg: Mapping[str, Any]) -> Task:
     )
   if kind == "math_jsonl":
     config = config_schema.build(math_jsonl.MathJsonlConfig, _fields(cfg), "task")
-    if config.tokenizer not in TOKENIZERS:
-      raise ValueError(
-        f"task.tokenizer={config.tokenizer!r} is unknown; allowed: {', '.join(TOKENIZERS)}"
-      )
     return Task(
       name=_name(kind, config),
-      vocab=TOKENIZERS[config.tokenizer](),
+      vocab=make_tokenizer(config.tokenizer),
       load_splits=functools.cache(functools.partial(math_jsonl.load_splits, config)),
       extract_answer=math_jsonl.extract_answer,
       is_correct=math_jsonl.is_correct,

@@ -2,16 +2,16 @@
 them: greedy accuracy of both on test questions, and the small policy's per-question pass@1
 spread (the room test-time compute has to work with).
 """
+import functools
 import os
 
 import jax
 import numpy as np
-from flax import nnx
 
 from tts import config_schema
 from tts.atomic_files import write_json_atomic
 from tts.data.tasks import make_task
-from tts.model import ModelConfig, Transformer
+from tts.model import LoadedModel, ModelConfig
 from tts.model.sharding import make_mesh
 from tts.search.sampler import SamplingConfig, sample_all
 from tts.stages.data import read_split
@@ -73,25 +73,51 @@ def quintile_means(values: np.ndarray) -> list[float]:
   return [float(values[part].mean()) for part in np.array_split(order, 5)]
 
 
+def import_policy(hf_path: str, field: str, task, mesh, rules) -> LoadedModel:
+  """A Hugging Face checkpoint as the policy, sharded over the mesh; its vocabulary must
+  hold the task tokenizer's ids (task.tokenizer should name the same checkpoint)."""
+  from tts.interop.hf_import import load_hf_model  # the `hf` extra (safetensors)
+  model = load_hf_model(hf_path, mesh, rules)
+  if model.cfg.vocab_size < task.vocab.vocab_size:
+    raise ValueError(f"{field}={hf_path!r} has {model.cfg.vocab_size} tokens but the task's "
+                     f"tokenizer {task.vocab.vocab_size}; set task.tokenizer to the checkpoint")
+  return model
+
+
+def _train(cfg, name: str, task, mesh, directory: str, arrays) -> tuple[LoadedModel, float]:
+  """Trains `models.<name>` with `policy.<name>`; returns it and its last validation loss."""
+  model_cfg = model_config(cfg, name, task.vocab.vocab_size)
+  train_cfg = config_schema.build(TrainConfig, cfg.policy[name], f"policy.{name}")
+  trainer = Trainer(model_cfg, train_cfg, NextTokenLoss(), mesh, cfg.logical_axis_rules)
+  train, val = arrays()
+  params, history = trainer.fit(train, directory, val_data=val, desc=f"policy/{name}")
+  return LoadedModel.create(model_cfg, params), history[-1]["val_loss"]
+
+
 def run(ctx) -> dict:
+  """Each model is trained, or imported when `policy.<name>.hf_path` names a Hugging Face
+  checkpoint; either way it is saved to policy/<name>/final and evaluated."""
   cfg = ctx.config
   task = make_task(cfg.task)
   mesh = make_mesh(cfg.mesh)
   pad = task.vocab.pad_id
-  train = lm_arrays(read_split(ctx.workdir, "train"), cfg.data.max_len, pad, cfg.data.pack)
-  val = lm_arrays(read_split(ctx.workdir, "val"), cfg.data.max_len, pad, cfg.data.pack)
+  arrays = functools.cache(lambda: tuple(
+      lm_arrays(read_split(ctx.workdir, split), cfg.data.max_len, pad, cfg.data.pack)
+      for split in ("train", "val")))
   test = read_split(ctx.workdir, "test")[:cfg.policy_eval.num_questions]
   summary = {}
   for name in MODEL_NAMES:
     directory = os.path.join(ctx.stage_dir("policy"), name)
-    model_cfg = model_config(cfg, name, task.vocab.vocab_size)
-    train_cfg = config_schema.build(TrainConfig, cfg.policy[name], f"policy.{name}")
-    trainer = Trainer(model_cfg, train_cfg, NextTokenLoss(), mesh, cfg.logical_axis_rules)
-    params, history = trainer.fit(train, directory, val_data=val, desc=f"policy/{name}")
-    save_params(os.path.join(directory, "final"), params, model_cfg)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0))))
+    hf_path = cfg.policy[name].get("hf_path")
+    if hf_path:
+      model = import_policy(hf_path, f"policy.{name}.hf_path", task, mesh, cfg.logical_axis_rules)
+      val_loss = None
+    else:
+      model, val_loss = _train(cfg, name, task, mesh, directory, arrays)
+    save_params(os.path.join(directory, "final"), model.params, model.cfg)
+    graphdef, params, model_cfg = model.graphdef, model.params, model.cfg
     greedy = pass_rates(task, graphdef, params, test, 1, 0.0, cfg.policy_eval, cfg.seed)
-    result = {"params": model_cfg.num_params, "val_loss": history[-1]["val_loss"],
+    result = {"params": model_cfg.num_params, "val_loss": val_loss,
               "greedy_accuracy": float(greedy.mean()),
               "greedy_by_difficulty": _by_difficulty(test, greedy)}
     if name == "small":

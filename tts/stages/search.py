@@ -22,13 +22,36 @@ from tts.stages.policy import load_policy
 from tts.train.checkpoints import load_model
 
 
-def load_verifier(workdir: str, path: str, field: str):
-  """The value-head model at `path` (relative to the workdir unless absolute)."""
-  model = load_model(os.path.join(workdir, path))
+def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None):
+  """The value-head model at `path` (relative to the workdir unless absolute): one of ours
+  (a stage's final/, with model.json), or a Hugging Face checkpoint directory, imported
+  with its value_head.safetensors or, given prm_token_ids=(good, bad), as a causal-LM PRM
+  (the convention in tts/interop/hf_import.py)."""
+  directory = os.path.join(workdir, path)
+  if os.path.exists(os.path.join(directory, "model.json")) or not os.path.exists(
+      os.path.join(directory, "config.json")):
+    model = load_model(directory)
+  else:
+    from tts.interop.hf_import import load_hf_model  # the `hf` extra (safetensors)
+    model = load_hf_model(directory, prm_token_ids=prm_token_ids)
   if not model.cfg.value_head:
     raise ValueError(f"{field}={path!r}: the model in {os.path.join(workdir, path)} has no "
                      "value head, so it cannot score steps; point it at a PRM or ORM")
   return model
+
+
+def prm_token_ids(spec, vocab, field: str) -> tuple[int, int] | None:
+  """(good, bad) token ids of a causal-LM PRM from `good_token` / `bad_token`, if given."""
+  if not spec.get("good_token") and not spec.get("bad_token"):
+    return None
+  ids = []
+  for key in ("good_token", "bad_token"):
+    tokens = vocab.encode(spec.get(key) or "")
+    if len(tokens) != 1:
+      raise ValueError(f"{field}.{key}={spec.get(key)!r} is {len(tokens)} tokens; a causal-LM "
+                       "PRM needs one token each for good_token and bad_token")
+    ids.append(tokens[0])
+  return tuple(ids)
 
 
 def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: str,
@@ -44,7 +67,8 @@ def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: 
   width = pad_prompts([q["prompt_ids"] for q in questions], task.vocab.pad_id)[0].shape[1]
   return tree.Decoder(
       policy=policy,
-      verifier=load_verifier(workdir, spec.path, f"search.verifiers.{verifier_name}.path"),
+      verifier=load_verifier(workdir, spec.path, f"search.verifiers.{verifier_name}.path",
+                             prm_token_ids(spec, task.vocab, f"search.verifiers.{verifier_name}")),
       sampling=SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                               max_new_tokens=s.max_new_tokens),
       step_end_ids=tuple(sorted(task.vocab.step_end_ids)), eos_id=task.vocab.eos_id,

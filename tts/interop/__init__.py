@@ -1,0 +1,1 @@
+"""Hugging Face interop: local safetensors checkpoints (Llama, Qwen2) in and out."""
