@@ -4,7 +4,8 @@
     --config.task.path=math.jsonl \\
     --config.policy.small.hf_path=/models/policy-small \\
     --config.policy.large.hf_path=/models/policy-large \\
-    --config.search.verifiers.prm.path=/models/prm
+    --config.search.verifiers.prm.path=/models/prm \\
+    --config.flops.pretraining_tokens=2000000000000
 
 The policy stage imports both checkpoints instead of training them (they share one
 tokenizer; task.tokenizer follows policy.small.hf_path). The search scores steps with an
@@ -13,7 +14,10 @@ probability of `good_token` against `bad_token` as the next token after each ste
 use the policy's tokenizer. A verifier written by `tts export` is read through its
 value_head.safetensors instead (the tokens are then unused). To train verifiers from the
 imported policy instead, add the demo's label, verifiers, prm and orm sections and point
-search.verifiers at prm/final and orm/final. Everything else is the demo's (configs/demo.py).
+search.verifiers at prm/final and orm/final. Difficulty, compute-optimal selection, the
+FLOPs-matched comparison and the report follow (report/summary.md); the revision stages are
+off (a revision model is trained, not imported: add the demo's revision sections to train
+one from the imported policy). Everything else is the demo's (configs/demo.py).
 """
 import importlib.util
 import os
@@ -52,4 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   search["methods"].pop("best_of_n_orm")  # no ORM is imported
   search.update(num_questions=100, max_new_tokens=512, max_step_tokens=128, rows_per_batch=256)
   c.search = search
+  # Compute-optimal selection over the search results, the FLOPs-matched comparison with the
+  # large model (its pretraining tokens are not in any config: give flops.pretraining_tokens)
+  # and the report. Difficulty is predicted with the imported PRM (search.verifiers.prm).
+  c.difficulty = dict(base.difficulty.to_dict(), max_new_tokens=512, batch_size=64)
+  c.select = base.select
+  c.flops = base.flops
+  c.report = base.report
   return c

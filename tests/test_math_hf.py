@@ -28,9 +28,12 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "math_hf.py")
 TINY = [
     "--config.task.test_fraction=0.4", "--config.policy_eval.num_questions=5",
     "--config.policy_eval.samples=2", "--config.policy_eval.max_new_tokens=12",
-    "--config.policy_eval.batch_size=8", "--config.search.num_questions=3",
+    "--config.policy_eval.batch_size=8", "--config.search.num_questions=4",
     "--config.search.budgets=(1, 4)", "--config.search.max_new_tokens=12",
     "--config.search.max_step_tokens=4", "--config.search.rows_per_batch=16",
+    "--config.difficulty.samples=2", "--config.difficulty.num_bins=2",
+    "--config.difficulty.max_new_tokens=12", "--config.difficulty.batch_size=8",
+    "--config.flops.pretraining_tokens=1000000",
 ]
 
 
@@ -70,7 +73,10 @@ def _paths(root):
 def test_runs_every_stage_with_imported_models(math_hf_run):
   root, workdir = math_hf_run
   summary = json.load(open(workdir / "summary.json"))["stages"]
-  assert list(summary) == ["data", "policy", "search"]
+  assert set(summary) == {"data", "policy", "search", "difficulty", "select", "flops", "report"}
+  report = json.load(open(workdir / "report" / "summary.json"))
+  assert set(report["efficiency_ratio"]) == {"search"}  # no revision files here
+  assert os.path.exists(workdir / "report" / "summary.md")
   # The data stage tokenized through seqio with the checkpoint's tokenizer.
   vocab = HFTokenizer(str(root / "small"))
   for record in read_jsonl(str(workdir / "data" / "test.jsonl")):
@@ -78,7 +84,7 @@ def test_runs_every_stage_with_imported_models(math_hf_run):
     assert record["target_ids"] == vocab.encode(record["solution"]) + [vocab.eos_id]
   assert summary["policy"]["large"]["params"] > summary["policy"]["small"]["params"]
   manifest = json.load(open(workdir / "search" / "manifest.json"))
-  assert manifest["questions"] == 3 and set(manifest["methods"]) == {
+  assert manifest["questions"] == 4 and set(manifest["methods"]) == {
       "best_of_n", "beam_sqrt", "beam4", "lookahead_sqrt_k1", "lookahead4_k3", "dvts4"}
   scores = []
   for method, per_budget in manifest["methods"].items():

@@ -12,7 +12,8 @@ class DifficultyConfig:
   temperature: float = 0.8  # as search samples
   max_new_tokens: int = 136
   batch_size: int = 256  # rows sampled (and scored) together
-  verifier: str = "prm/final"  # the PRM whose mean final score predicts difficulty
+  verifier: str = "prm"  # a name under search.verifiers: the PRM whose mean final score
+  # predicts difficulty
   seed: int = 0
 
 
@@ -34,6 +35,9 @@ class SelectConfig:
 @dataclasses.dataclass(frozen=True)
 class FlopsConfig:
   ratios: tuple = (0.16, 0.79, 22.0)  # R = D_inference / D_pretrain (the paper's three)
+  # Tokens an imported model was pretrained on (its config does not say); trained models
+  # count theirs from the policy section (steps x batch x row length).
+  pretraining_tokens: int = 0
 
   def __post_init__(self):
     if not self.ratios or any(r <= 0 for r in self.ratios):

@@ -23,7 +23,7 @@ from tts.search import sampler, verifier
 from tts.search.sampler import SamplingConfig
 from tts.stages.data import read_split
 from tts.stages.policy import load_policy
-from tts.stages.search import load_verifier
+from tts.stages.search import named_verifier
 
 
 def sample_questions(model, prompts: list[list[int]], keys, sampling: SamplingConfig, task,
@@ -42,7 +42,7 @@ def run(ctx) -> dict:
   task = make_task(ctx.config.task)
   questions = read_split(ctx.workdir, "test")[:ctx.config.search.num_questions]
   small, large = load_policy(ctx.workdir), load_policy(ctx.workdir, "large")
-  prm = load_verifier(ctx.workdir, cfg.verifier, "difficulty.verifier")
+  prm = named_verifier(ctx.config, task, ctx.workdir, cfg.verifier, "difficulty.verifier")
   k, q = cfg.samples, len(questions)
   eos = task.vocab.eos_id
 

@@ -30,12 +30,22 @@ def _read_selection(workdir: str) -> dict:
     return json.load(f)
 
 
-def pretraining_tokens(cfg) -> dict[str, int]:
-  """D_pretrain per model: steps x rows x row length (packed rows are full). The matching
-  formula assumes both saw the same tokens (the demo trains them so); `same_pretraining_
-  tokens` in flops.json says whether they did."""
-  return {name: cfg.policy[name].steps * cfg.policy[name].batch_size * cfg.data.max_len
-          for name in ("small", "large")}
+def pretraining_tokens(cfg, imported: int) -> dict[str, int]:
+  """D_pretrain per model: steps x rows x row length (packed rows are full), or `imported`
+  (flops.pretraining_tokens) for a model the policy stage imported. The matching formula
+  assumes both saw the same tokens (the demo trains them so); `same_pretraining_tokens` in
+  flops.json says whether they did."""
+  out = {}
+  for name in ("small", "large"):
+    section = cfg.policy[name]
+    if "steps" in section:
+      out[name] = section.steps * section.batch_size * cfg.data.max_len
+    elif imported:
+      out[name] = imported
+    else:
+      raise ValueError(f"policy.{name} is imported, so its pretraining tokens are unknown: "
+                       "give them as --config.flops.pretraining_tokens=N")
+  return out
 
 
 def matched_rows(curve: dict, bins: np.ndarray, questions: list[dict], budgets: list[int],
@@ -71,7 +81,7 @@ def run(ctx) -> dict:
   questions = read_difficulty(ctx.workdir)
   params = {n: load_model_config(os.path.join(ctx.workdir, "policy", n, "final")).num_params
             for n in ("small", "large")}
-  d_pre = pretraining_tokens(ctx.config)
+  d_pre = pretraining_tokens(ctx.config, cfg.pretraining_tokens)
   bins = np.array([q[f"{selection['bins']}_bin"] for q in questions])
   large_tokens = float(np.mean([q["large_tokens"] for q in questions]))
   out = {"params": {**params, "ratio": round(params["large"] / params["small"], 3)},

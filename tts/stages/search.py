@@ -54,21 +54,28 @@ def prm_token_ids(spec, vocab, field: str) -> tuple[int, int] | None:
   return tuple(ids)
 
 
+def named_verifier(cfg, task, workdir: str, name: str, user: str):
+  """The verifier `search.verifiers.<name>` (path, kind, and a causal-LM PRM's tokens);
+  `user` names the config field that asked for it, for the error."""
+  verifiers = cfg.search.verifiers
+  if name not in verifiers:
+    raise ValueError(f"{user}={name!r} is not under search.verifiers; known: "
+                     f"{', '.join(verifiers)}")
+  spec = verifiers[name]
+  if spec.kind not in KINDS:
+    raise ValueError(f"search.verifiers.{name}.kind={spec.kind!r}; use one of {KINDS}")
+  return load_verifier(workdir, spec.path, f"search.verifiers.{name}.path",
+                       prm_token_ids(spec, task.vocab, f"search.verifiers.{name}"))
+
+
 def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: str,
                  policy) -> tree.Decoder:
   """The decoder of the small policy with the verifier `search.verifiers.<verifier_name>`."""
   s = cfg.search
-  if verifier_name not in s.verifiers:
-    raise ValueError(f"search.verifiers has no {verifier_name!r} (a method names it); "
-                     f"known: {', '.join(s.verifiers)}")
-  spec = s.verifiers[verifier_name]
-  if spec.kind not in KINDS:
-    raise ValueError(f"search.verifiers.{verifier_name}.kind={spec.kind!r}; use one of {KINDS}")
   width = pad_prompts([q["prompt_ids"] for q in questions], task.vocab.pad_id)[0].shape[1]
   return tree.Decoder(
       policy=policy,
-      verifier=load_verifier(workdir, spec.path, f"search.verifiers.{verifier_name}.path",
-                             prm_token_ids(spec, task.vocab, f"search.verifiers.{verifier_name}")),
+      verifier=named_verifier(cfg, task, workdir, verifier_name, "a method's verifier"),
       sampling=SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                               max_new_tokens=s.max_new_tokens),
       step_end_ids=tuple(sorted(task.vocab.step_end_ids)), eos_id=task.vocab.eos_id,
