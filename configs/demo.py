@@ -45,12 +45,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Same data, steps and batches for both; only the learning rate differs. At 500 steps the
   # small model has learned part of the mod-13 arithmetic and loses its way in long chains
   # (errors differ per question: room for test-time compute); the large one learns more.
-  train = dict(steps=500, batch_size=64, warmup_steps=50, weight_decay=0.01, clip_norm=1.0,
+  train = dict(steps=500, batch_size=32, warmup_steps=50, weight_decay=0.01, clip_norm=1.0,
                eval_every=250, checkpoint_every=250, log_every=20)
   c.policy = dict(small=all_fields(TrainConfig, lr=1e-2, **train),
                   large=all_fields(TrainConfig, lr=3e-3, **train))
   # Sampling temperature 0.7 for pass@1, as search will sample (search-and-learn uses 0.8).
-  c.policy_eval = dict(num_questions=200, samples=16, temperature=0.7, max_new_tokens=136,
+  c.policy_eval = dict(num_questions=100, samples=8, temperature=0.7, max_new_tokens=136,
                        batch_size=256)
   # Monte-Carlo step labels (paper: 16 solutions per question, 16 rollouts per step prefix;
   # here fewer, so the stage takes a couple of minutes on 2 cores).
@@ -83,7 +83,7 @@ def revision_sections(c: ml_collections.ConfigDict, verifier: dict):
   policy, a revision-aware ORM, and chains at every budget split. Paper: 64 samples per
   question, lr 1e-5, batch 128, dropout 0; here fewer samples and a larger step for a
   52k-parameter model. The checkpoint is the evaluation after the lowest val loss."""
-  c.revision_data = dict(num_questions=384, samples=16, temperature=1.0, max_new_tokens=136,
+  c.revision_data = dict(num_questions=512, samples=16, temperature=1.0, max_new_tokens=136,
                          max_in_context=4, heldout_fraction=0.1, rows_per_batch=512, seed=0)
   c.revision = all_fields(TrainConfig, steps=300, batch_size=16, lr=1e-3, warmup_steps=20,
                           eval_every=25, eval_batches=8, checkpoint_every=50, log_every=25,
@@ -91,11 +91,11 @@ def revision_sections(c: ml_collections.ConfigDict, verifier: dict):
   # Chains: each answer sees the last `window` answers of its chain (paper: 4).
   c.revision_sampling = dict(window=4, temperature=0.8, max_new_tokens=136, rows_per_batch=256)
   # The revision ORM learns from chains on train questions the revision model never saw.
-  c.revision_orm_data = dict(num_questions=128, chains=4, chain_length=4, seed=1)
+  c.revision_orm_data = dict(num_questions=64, chains=4, chain_length=4, seed=1)
   c.revision_orm = all_fields(TrainConfig, **verifier)
   # On the search stage's test questions. full_chains: chains that run to the largest budget
   # (pass@1 per revision step is read off them).
-  c.revision_search = dict(budgets=(1, 2, 4, 8, 16), full_chains=4, seed=0)
+  c.revision_search = dict(budgets=(1, 2, 4, 8, 16), full_chains=2, seed=0)
 
 
 def search_section() -> dict:
