@@ -92,7 +92,9 @@ def revision_sections(c: ml_collections.ConfigDict, verifier: dict):
   c.revision_sampling = dict(window=4, temperature=0.8, max_new_tokens=136, rows_per_batch=256)
   # The revision ORM learns from chains on train questions the revision model never saw.
   c.revision_orm_data = dict(num_questions=64, chains=4, chain_length=4, seed=1)
-  c.revision_orm = all_fields(TrainConfig, **verifier)
+  # Its rows hold up to 4 earlier answers (~550 tokens): 16 rows a step, not the ORM's 64.
+  c.revision_orm = all_fields(TrainConfig, **dict(verifier, batch_size=16, steps=300,
+                                                  eval_every=25, checkpoint_every=50))
   # On the search stage's test questions. full_chains: chains that run to the largest budget
   # (pass@1 per revision step is read off them).
   c.revision_search = dict(budgets=(1, 2, 4, 8, 16), full_chains=2, seed=0)
