@@ -85,7 +85,7 @@ def revision_ratio(rows: list[dict], budget: int, bin_kind: str, path: str, dpi:
   _budget_axis(ax, "sequential / parallel ratio: chain length / chains (log scale)")
   ax.set_ylabel("accuracy")
   ax.set_title(f"Revisions at N = {budget}: accuracy by sequential/parallel split")
-  ax.legend(fontsize=8, title="1 = easiest")
+  ax.legend(fontsize=8, title="1 = easiest", loc="upper left", bbox_to_anchor=(1.01, 1.0))
   _save(fig, path, dpi)
 
 
