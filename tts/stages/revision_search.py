@@ -19,6 +19,7 @@ from tts.search.results import summarize
 from tts.stages.data import read_split
 from tts.stages.revision import chains_once, load_revision_model, sampling_config
 from tts.stages.search import load_verifier, question_keys
+from tts.train.checkpoints import load_model_config
 
 
 def difficulty_bins(workdir: str) -> dict[str, int] | None:
@@ -54,8 +55,8 @@ def run(ctx) -> dict:
   chains = chains_once(os.path.join(directory, "chains.jsonl"),
                        lambda: _make_chains(ctx, task, questions), ctx.is_main)
   graded = [revision_results.grade_chains(task, q, ch) for q, ch in zip(questions, chains)]
-  sizes = (load_revision_model(ctx.workdir).cfg.num_params,
-           load_verifier(ctx.workdir, "revision_orm/final", "revision_orm").cfg.num_params)
+  sizes = tuple(load_model_config(os.path.join(ctx.workdir, name, "final")).num_params
+                for name in ("revision", "revision_orm"))
   records, manifest = {}, {}
   for n in sorted(r.budgets):
     for p, length in revisions.budget_splits(n):
