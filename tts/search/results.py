@@ -12,6 +12,14 @@ from tts.search.methods import MethodConfig
 from tts.search.tree import QuestionResult
 
 
+def selected_answers(candidates: list[dict], chosen: dict[str, int | None]) -> dict:
+  """{rule: {answer, correct}} from each rule's chosen candidate index (None: no candidate
+  has an answer, so nothing is chosen and nothing is right)."""
+  return {rule: ({"answer": None, "correct": False} if i is None else
+                 {"answer": candidates[i]["answer"], "correct": candidates[i]["correct"]})
+          for rule, i in chosen.items()}
+
+
 def question_record(task, example: Mapping[str, Any], method_name: str, method: MethodConfig,
                     n: int, result: QuestionResult, scorer: tuple[str, str, str],
                     policy_params: int, verifier_params: int) -> dict:
@@ -27,11 +35,8 @@ def question_record(task, example: Mapping[str, Any], method_name: str, method: 
         "step_scores": [round(float(s), 6) for s in c.step_scores], "num_tokens": len(c.tokens)})
   scores = [verifier.aggregate(c["step_scores"], aggregation) for c in candidates]
   found = [c["answer"] for c in candidates]
-  selected = {}
-  for rule in answers.RULES:
-    i = answers.select(found, scores, rule, task.same_answer)
-    selected[rule] = ({"answer": None, "correct": False} if i is None else
-                      {"answer": found[i], "correct": candidates[i]["correct"]})
+  selected = selected_answers(candidates, {
+      rule: answers.select(found, scores, rule, task.same_answer) for rule in answers.RULES})
   k = result.counts
   return {
       "id": example["id"], "question": example["question"], "answer": example["answer"],

@@ -8,7 +8,7 @@ and difficulty bin.
 """
 import numpy as np
 
-from tts.search import answers
+from tts.search import answers, results
 from tts.search.revisions import Answer, select_all
 
 RULES = answers.RULES
@@ -40,9 +40,7 @@ def question_record(task, example, graded: list[list[dict]], chains: int, length
   found = [c["answer"] for c in candidates]
   chosen = select_all(found, [c["step_scores"][0] for c in candidates],
                       [c["chain"] for c in candidates], task.same_answer)
-  selected = {rule: ({"answer": None, "correct": False} if i is None else
-                     {"answer": found[i], "correct": candidates[i]["correct"]})
-              for rule, i in chosen.items()}
+  selected = results.selected_answers(candidates, chosen)
   prompt = sum(c["prompt_tokens"] for c in candidates)
   generated = sum(c["num_tokens"] for c in candidates)
   n = chains * length

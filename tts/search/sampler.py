@@ -203,11 +203,12 @@ def fixed_batches(items: list, keys, size: int):
 
 def sample_all(graphdef, params, prompt_ids: list[list[int]], keys, cfg: SamplingConfig,
                stop_ids: tuple[int, ...], pad_id: int, batch_size: int,
-               multiple: int = 16) -> list[list[int]]:
+               multiple: int = 16, progress=None) -> list[list[int]]:
   """Samples every prompt in fixed-size batches, each padded to a `multiple` of tokens
   (prompts of very different lengths: a larger multiple means fewer shapes to compile).
 
-  keys: typed keys [len(prompt_ids)]. Returns each row's tokens up to and including its stop.
+  keys: typed keys [len(prompt_ids)]. progress: called with the rows of each finished
+  batch (a progress bar's update). Returns each row's tokens up to and including its stop.
   """
   results = []
   for chunk, chunk_keys, real in fixed_batches(prompt_ids, keys, batch_size):
@@ -215,4 +216,6 @@ def sample_all(graphdef, params, prompt_ids: list[list[int]], keys, cfg: Samplin
     out = jax.device_get(sample(graphdef, params, prompts, lengths, chunk_keys, cfg,
                                 tuple(stop_ids)))
     results += [out.tokens[i, :out.lengths[i]].tolist() for i in range(real)]
+    if progress is not None:
+      progress(real)
   return results

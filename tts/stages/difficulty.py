@@ -28,13 +28,11 @@ from tts.stages.search import named_verifier
 
 def sample_questions(model, prompts: list[list[int]], keys, sampling: SamplingConfig, task,
                      batch_size: int, desc: str, show: bool) -> list[list[int]]:
-  """sample_all in batches of `batch_size` rows, with a progress bar."""
-  out = []
-  for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not show):
-    out += sampler.sample_all(model.graphdef, model.params, prompts[start:start + batch_size],
-                              keys[start:start + batch_size], sampling, (task.vocab.eos_id,),
-                              task.vocab.pad_id, batch_size)
-  return out
+  """sample_all with a progress bar over its rows."""
+  with tqdm(total=len(prompts), desc=desc, disable=not show) as bar:
+    return sampler.sample_all(model.graphdef, model.params, prompts, keys, sampling,
+                              (task.vocab.eos_id,), task.vocab.pad_id, batch_size,
+                              progress=bar.update)
 
 
 def run(ctx) -> dict:

@@ -12,22 +12,22 @@ import os
 
 from tqdm import tqdm
 
-from tts.atomic_files import read_jsonl, write_json_atomic, write_jsonl_atomic
+from tts.atomic_files import write_json_atomic, write_jsonl_atomic
 from tts.data.tasks import make_task
 from tts.search import revision_results, revisions
 from tts.search.results import summarize
 from tts.stages.data import read_split
 from tts.stages.revision import chains_once, load_revision_model, sampling_config
 from tts.stages.search import load_verifier, question_keys
+from tts.stages.select import read_difficulty
 from tts.train.checkpoints import load_model_config
 
 
 def difficulty_bins(workdir: str) -> dict[str, int] | None:
   """Question id -> oracle difficulty bin, from the difficulty stage when it ran."""
-  path = os.path.join(workdir, "difficulty", "questions.jsonl")
-  if not os.path.exists(path):
+  if not os.path.exists(os.path.join(workdir, "difficulty", "questions.jsonl")):
     return None
-  return {r["id"]: r["oracle_bin"] for r in read_jsonl(path)}
+  return {r["id"]: r["oracle_bin"] for r in read_difficulty(workdir)}
 
 
 def _make_chains(ctx, task, questions):
