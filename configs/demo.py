@@ -117,7 +117,9 @@ def search_section() -> dict:
       temperature=0.8, top_k=0, top_p=1.0, max_new_tokens=136, max_step_tokens=16,
       rows_per_batch=1024,  # candidate rows decoded together (questions x N)
       methods=dict(
-          best_of_n=method(kind="best_of_n"),
+          # One best-of-N run at the largest N serves every smaller one: to 256, so the
+          # FLOPs-matched comparison at small R stays inside the runs.
+          best_of_n=method(kind="best_of_n", budgets=(1, 2, 4, 8, 16, 32, 64, 128, 256)),
           best_of_n_orm=method(kind="best_of_n", verifier="orm"),
           beam_sqrt=method(kind="beam", beam_width=0),
           beam4=method(kind="beam", beam_width=4),
