@@ -57,7 +57,9 @@ def _write(directory, method, n, records):
 
 
 def write_run(workdir: str, revisions: bool = True, ids_offset: int = 0,
-              bon_budgets=(1, 2, 4, 8, 16)) -> None:
+              bon_budgets=(1, 2, 4, 8, 16), bon_bins=lambda n: math.log2(n) + 1) -> None:
+  """bon_budgets / bon_bins: best-of-N's budgets (other methods stop at 16) and the bins it
+  is right on at n (bins <= bon_bins(n))."""
   rng = np.random.default_rng(0)
   predicted = [min(BINS, max(1, bin_of(i) + int(rng.integers(-1, 2)))) for i in range(Q)]
   write_jsonl_atomic(os.path.join(workdir, "difficulty", "questions.jsonl"), [
@@ -71,7 +73,7 @@ def write_run(workdir: str, revisions: bool = True, ids_offset: int = 0,
   ids = range(ids_offset, ids_offset + Q)
   for n in bon_budgets:
     _write(search, "best_of_n", n, [_record(i, "best_of_n", "best_of_n", n, n,
-                                            bin_of(i) <= math.log2(n) + 1) for i in ids])
+                                            bin_of(i) <= bon_bins(n)) for i in ids])
   for n in (4, 8, 16):
     _write(search, "beam4", n, [_record(i, "beam4", "beam", n, n, bin_of(i) >= 4,
                                         beam_width=4, lookahead=0) for i in ids])

@@ -92,14 +92,14 @@ def budgets_to_reach(budgets, accuracies, targets) -> tuple[np.ndarray, np.ndarr
   log_b = np.log2(np.asarray(budgets, np.float64))
   acc = np.atleast_2d(np.asarray(accuracies, np.float64))
   targets = np.asarray(targets, np.float64).reshape(-1, 1)
-  above = acc >= targets
+  above = acc >= targets - 1e-9  # resampled means of equal outcomes may differ in rounding
   reached = above.any(axis=1)
   first = np.where(reached, above.argmax(axis=1), len(log_b) - 1)
   before = np.where(reached, np.maximum(first - 1, 0), first)
   rows = np.arange(len(acc))
   a0, a1 = acc[rows, before], acc[rows, first]
   with np.errstate(invalid="ignore", divide="ignore"):
-    t = np.where(first > before, (targets[:, 0] - a0) / (a1 - a0), 0.0)
+    t = np.clip(np.where(first > before, (targets[:, 0] - a0) / (a1 - a0), 0.0), 0.0, 1.0)
   return 2 ** (log_b[before] + t * (log_b[first] - log_b[before])), reached
 
 
