@@ -147,7 +147,7 @@ def flops_tradeoff(rows: list[dict], family: str, bin_kind: str, path: str, dpi:
   (band: 95% interval), the 14x model greedy (point, interval bar), and for each R the
   small model's matched FLOPs (dotted line) and accuracy there (hollow: beyond the largest
   run, a lower bound); one panel for all questions, one per bin."""
-  groups = sorted(dict.fromkeys(r["group"] for r in rows), key=lambda g: -1 if g == "all" else int(g))
+  groups = sorted({r["group"] for r in rows}, key=lambda g: -1 if g == "all" else int(g))
   rows_, cols = -(-len(groups) // 3), min(3, len(groups))
   fig, grid = plt.subplots(rows_, cols, figsize=(4.4 * cols, 3.6 * rows_), sharey=True,
                            squeeze=False)

@@ -53,7 +53,8 @@ def family_curves(settings: list[Setting], baseline: dict, bins, folds, weights,
         "choices": [r.choices[int(b)] for r in results]}
   for key, cost in (("efficiency", 0.0), ("efficiency_charged", extra_cost)):
     out[key] = efficiency(budgets, co.mean(0), base.mean(0), co_s, base_s, cost)
-  out["efficiency_ratio"] = out["efficiency_charged" if charge else "efficiency"]["headline"]
+  out["efficiency_judged"] = "efficiency_charged" if charge else "efficiency"
+  out["efficiency_ratio"] = out[out["efficiency_judged"]]["headline"]
   return out, co.astype(bool), co_flops
 
 

@@ -113,20 +113,6 @@ def _est(e: dict | None, scale: float = 1.0, unit: str = "") -> str:
   return f"{scale * e['value']:+.1f}{unit} [{lo:+.1f}, {hi:+.1f}]"
 
 
-def _headline(head: dict) -> str:
-  if head["max"] is None:
-    text = "no budget where the baseline reached compute-optimal's accuracy"
-  else:
-    text = (f"up to {head['max']:.2f}x [{head['max_ci'][0]:.2f}, {head['max_ci'][1]:.2f}] "
-            f"at {head['at_budget']} generations, median {head['median']:.2f}x "
-            f"[{head['median_ci'][0]:.2f}, {head['median_ci'][1]:.2f}] over budgets "
-            f"{head['budgets_counted']}")
-  bounds = ", ".join(f">= {b['ratio_at_least']:.2f}x at {b['budget']}"
-                     for b in head["lower_bounds"])
-  return text + (f"; lower bounds, left out (the baseline never reached it): {bounds}"
-                 if bounds else "")
-
-
 def summary_markdown(summary: dict, flops: dict) -> str:
   boot = summary["bootstrap"]
   lines = ["# Findings of this run", "",
@@ -154,10 +140,10 @@ def summary_markdown(summary: dict, flops: dict) -> str:
             "cross-validated)", ""]
   for family, per_kind in summary["efficiency_ratio"].items():
     for kind, head in per_kind.items():
-      lines.append(f"- {family}, {kind} bins, paper menu: {_headline(head)}")
+      lines.append(f"- {family}, {kind} bins, paper menu: {findings.headline_text(head)}")
       extended = summary["extended_efficiency_ratio"].get(family, {}).get(kind)
       if extended:
-        lines.append(f"- {family}, {kind} bins, extended menu: {_headline(extended)}")
+        lines.append(f"- {family}, {kind} bins, extended menu: {findings.headline_text(extended)}")
   kind = summary["bins"]
   lines += ["", f"## FLOPs-matched: small + test-time compute minus the 14x model, accuracy "
             f"points ({kind} bins, cross-validated; > 0: test-time compute wins)", ""]
