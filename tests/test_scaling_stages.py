@@ -135,6 +135,8 @@ def test_report_has_figures_tables_and_the_verdicts(made_run):
   assert findings["1_beam_search_vs_best_of_n"]["status"] == (
       "not reproduced" if one["small_gap"]["ci"][1] <= 0 else "not measurable")
   assert summary["efficiency_ratio"]["search"]["oracle"]["max"] == 4.0
+  gain = summary["compute_optimal_minus_baseline"]["search"]["oracle"]["4"]  # 1.0 vs 0.6
+  assert gain["value"] == 0.4 and 0 < gain["ci"][0] < 0.4 < gain["ci"][1]
   assert set(summary["flops_matched"]["search"]["oracle"]) == {"0.16", "0.79", "22"}
   with open(os.path.join(directory, "summary.md")) as f:
     text = f.read()

@@ -144,6 +144,12 @@ def summary_markdown(summary: dict, flops: dict) -> str:
       extended = summary["extended_efficiency_ratio"].get(family, {}).get(kind)
       if extended:
         lines.append(f"- {family}, {kind} bins, extended menu: {findings.headline_text(extended)}")
+  lines += ["", "## Compute-optimal minus baseline at equal budget (accuracy points, "
+            "cross-validated)", ""]
+  for family, per_kind in summary["compute_optimal_minus_baseline"].items():
+    for kind, by_budget in per_kind.items():
+      lines.append(f"- {family}, {kind} bins: " + ", ".join(
+          f"{b}: {_est(e, 100)}" for b, e in by_budget.items()))
   kind = summary["bins"]
   lines += ["", f"## FLOPs-matched: small + test-time compute minus the 14x model, accuracy "
             f"points ({kind} bins, cross-validated; > 0: test-time compute wins)", ""]
@@ -205,6 +211,12 @@ def run(ctx) -> dict:
       "findings": {k: findings.all_findings(selection, flops, k) for k in BIN_KINDS},
       "efficiency_ratio": {f: {k: selection["families"][f][k]["efficiency_ratio"]
                                for k in BIN_KINDS} for f in families},
+      "compute_optimal_minus_baseline": {
+          f: {k: dict(zip(map(str, selection["families"][f]["budgets"]),
+                          ({"value": v, "ci": ci} for v, ci in zip(
+                              selection["families"][f][k]["difference"]["value"],
+                              selection["families"][f][k]["difference"]["ci"]))))
+              for k in BIN_KINDS} for f in families},
       "extended_efficiency_ratio": {
           f: {k: selection["families"][f]["extended"][k]["efficiency_ratio"]
               for k in BIN_KINDS} for f in families if "extended" in selection["families"][f]},
