@@ -171,3 +171,17 @@ def test_best_of_n_running_further_than_the_other_methods(tmp_path):
   assert matched["0.16"]["bins"]["3"]["where"] == "beyond_largest_run"  # needs no more than 16
   summary = _json(tmp_path, "report", "summary.json")
   assert summary["findings"]["oracle"]["2_compute_optimal_search"]["status"] == "reproduced"
+
+
+def test_same_files_and_seed_give_the_same_intervals(made_run, tmp_path):
+  """The bootstrap is seeded (select.seed): redoing the stages gives identical files."""
+  scaling_files.write_run(str(tmp_path))
+  _run(tmp_path, scaling_files.config(), select, flops, report)
+  for path in (("select", "selection.json"), ("select", "per_question.json"),
+               ("flops", "flops.json"), ("report", "summary.json"), ("report", "summary.md")):
+    with open(os.path.join(made_run, *path)) as a, open(os.path.join(tmp_path, *path)) as b:
+      assert a.read() == b.read(), path
+  _run(tmp_path, scaling_files.config(seed=1), select)
+  assert _json(tmp_path, "select", "selection.json")["families"]["search"]["predicted"][
+      "compute_optimal"]["accuracy_ci"] != _json(made_run, "select", "selection.json")[
+      "families"]["search"]["predicted"]["compute_optimal"]["accuracy_ci"]
