@@ -12,6 +12,7 @@ timed, so compile time is left out.
 """
 import argparse
 import os
+import sys
 import time
 
 import jax
@@ -23,7 +24,7 @@ from tts.cli import load_config
 from tts.data.tasks import make_task
 from tts.model import LoadedModel, Transformer
 from tts.roofline import matmul_peak
-from tts.search import answers, methods, sampler, tree
+from tts.search import answers, methods, sampler, tree, verifier
 from tts.search.methods import MethodConfig
 from tts.search.sampler import SamplingConfig
 from tts.search.tree import Advanced
@@ -62,13 +63,14 @@ class RefeedEngine:
         else d.sampling
     _, step = sampler.decode(pol.graphdef, pol.params, decode_state, keys, jnp.asarray(live),
                              sampling, tuple(d.step_end_ids) + (d.eos_id,), d.max_step_tokens)
-    step_tokens, step_lengths, capped = jax.device_get((step.tokens, step.lengths, step.capped))
+    step_tokens, step_lengths, stopped, capped = jax.device_get(
+        (step.tokens, step.lengths, step.stopped, step.capped))
     new = [s + step_tokens[i, :step_lengths[i]].tolist() for i, s in enumerate(seqs)]
     values = self._read(new)
     probs = np.zeros(step_tokens.shape, np.float32)
     for i, s in enumerate(seqs):
       probs[i, :step_lengths[i]] = values[i, len(s):len(s) + step_lengths[i]]
-    return (new, prompt_lengths), Advanced(step_tokens, step_lengths, capped, probs)
+    return (new, prompt_lengths), Advanced(step_tokens, step_lengths, stopped, capped, probs)
 
   def reorder(self, state, rows):
     seqs, prompt_lengths = state
@@ -138,17 +140,21 @@ def main():
   slow = peers(everything)
   t_peers = time.perf_counter() - start
 
-  def chosen(result, question):
+  def chosen(result):
+    """The weighted vote's pick: (its tokens, its answer), or None with no answer found."""
     texts = [task.vocab.decode(c.tokens) for c in result.candidates]
     found = [task.extract_answer(t) for t in texts]
-    i = answers.select(found, [c.score for c in result.candidates], "weighted",
-                       task.same_answer)
-    return None if i is None else found[i]
+    scores = [verifier.aggregate(c.step_scores, "last") for c in result.candidates]
+    i = answers.select(found, scores, "weighted", task.same_answer)
+    return None if i is None else (result.candidates[i].tokens, found[i])
 
-  same_answers = np.mean([chosen(a, q) == chosen(b, q)
-                          for a, b, q in zip(fast, slow, questions)])
-  same_tokens = np.mean([sorted(c.tokens for c in a.candidates) ==
-                         sorted(c.tokens for c in b.candidates) for a, b in zip(fast, slow)])
+  # Agreement is on the chosen candidate itself; a question where neither engine chose one
+  # agrees only if their candidate sets are identical (two Nones prove nothing alone).
+  same_tokens = [sorted(c.tokens for c in a.candidates) == sorted(c.tokens for c in b.candidates)
+                 for a, b in zip(fast, slow)]
+  picks = [(chosen(a), chosen(b)) for a, b in zip(fast, slow)]
+  agree = [x == y and (x is not None or same) for (x, y), same in zip(picks, same_tokens)]
+  no_answer = sum(x is None and y is None for x, y in picks)
   generated = sum(r.counts.generated_tokens for r in fast)
   scored = sum(r.counts.verifier_tokens for r in fast)
   flops = 2 * policy.cfg.num_params * generated + 2 * ver.cfg.num_params * scored
@@ -158,11 +164,16 @@ def main():
   print(f"{'ours (batched, cached)':28s}{t_ours:10.2f}{generated / t_ours:12.0f}")
   print(f"{'peers (per question, refeed)':28s}{t_peers:10.2f}{generated / t_peers:12.0f}")
   print(f"speed-up: {t_peers / t_ours:.1f}x (target >= 10x)")
-  print(f"same chosen answers: {same_answers:.3f}; identical candidate sets: {same_tokens:.3f}")
+  print(f"same chosen candidate: {sum(agree)}/{len(agree)} questions ({no_answer} with no "
+        f"answer in either); identical candidate sets: {np.mean(same_tokens):.3f}")
   print(f"generated tokens {generated:,}, verifier tokens {scored:,}")
   print(f"decode: {generated / t_ours:.0f} tokens/s = {flops / t_ours / 1e9:.2f} GFLOP/s "
         f"(2 x params x tokens, policy + verifier) = {flops / t_ours / 1e9 / peak:.1%} of peak; "
         f"roofline at peak: {roofline:.0f} tokens/s")
+  if not all(agree):
+    bad = [q["id"] for q, ok in zip(questions, agree) if not ok]
+    sys.exit(f"bench_search: the two engines chose differently on {len(bad)} questions "
+             f"({', '.join(map(str, bad[:5]))}...): the timing compares different work")
 
 
 if __name__ == "__main__":

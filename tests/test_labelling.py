@@ -112,3 +112,66 @@ def test_rollouts_do_not_depend_on_batching():
     labelling.label(TASK, toy_policy(), EXAMPLES, [s], 4, SAMPLING, jax.random.key(2),
                     rows_per_batch=16, prompt_width=16)
   assert [s.labels for s in together] == [s.labels for s in apart]
+
+
+class RecordingVocab(ToyVocab):
+  """Records every id sequence the labeller decodes (a rollout: its prefix + continuation)."""
+
+  def __init__(self):
+    self.seen = []
+
+  def decode(self, ids):
+    self.seen.append(list(ids))
+    return super().decode(ids)
+
+
+def test_rollouts_continue_from_exactly_the_end_of_their_step():
+  """The toy Markov policy cannot see a rollout that starts one token early (the token after
+  a mark is always a newline), so here a context-sensitive random policy rolls out, and each
+  rollout must equal a from-scratch sample from prompt + the solution up to its step end,
+  with the rollout's key."""
+  from tts.search import sampler
+  cfg = ModelConfig(vocab_size=6, num_layers=2, d_model=16, num_heads=2, num_kv_heads=1,
+                    d_ff=32)
+  policy = LoadedModel.create(cfg, nnx.to_pure_dict(nnx.state(Transformer(cfg, nnx.Rngs(3)))))
+  vocab = RecordingVocab()
+  task = Task(name="toy", vocab=vocab, load_splits=dict, extract_answer=_answer,
+              is_correct=lambda text, example: _answer(text) == "R", same_answer=None)
+  tokens = [RIGHT, WRONG, NEWLINE, WRONG, NEWLINE, RIGHT, RIGHT, NEWLINE, RIGHT, EOS]
+  solution = labelling.Solution(0, 0, tokens, "R", True,
+                                labelling.step_ends(tokens, {NEWLINE}, EOS))
+  sampling = SamplingConfig(temperature=1.0, max_new_tokens=16)
+  labelling.label(task, policy, EXAMPLES, [solution], 2, sampling, jax.random.key(4),
+                  rows_per_batch=8, prompt_width=16)
+  prompt = EXAMPLES[0]["prompt_ids"]
+  expected = []
+  for j, end in enumerate(solution.step_ends[:-1]):
+    for r in range(2):
+      prefix = prompt + tokens[:end + 1]
+      state = sampler.prefill(policy.graphdef, policy.params, np.asarray([prefix], np.int32),
+                              np.asarray([len(prefix)], np.int32), len(prompt) + 16)
+      state = state._replace(prompt_lengths=np.asarray([len(prompt)], np.int32))
+      key = labelling.rollout_keys(jax.random.key(4), np.asarray([[0, 0, j, r]], np.int32))
+      _, out = sampler.decode(policy.graphdef, policy.params, state, key, np.ones(1, bool),
+                              sampling, (EOS,), 16)
+      expected.append(tokens[:end + 1] + out.tokens[0, :out.lengths[0]].tolist())
+  assert sorted(vocab.seen) == sorted(expected)
+
+
+def test_a_sample_at_the_length_cap_ends_there():
+  """Whole-solution sampling (difficulty, revision chains, labelling) stops at the cap with
+  the row marked capped, whether or not its last token is a stop id."""
+  from tts.search import sampler
+  policy = toy_policy()
+  prompts, lengths = sampler.pad_prompts([[START]] * 64, PAD)
+  state = sampler.prefill(policy.graphdef, policy.params, prompts, lengths, 16 + 2)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.arange(64))
+  _, out = sampler.decode(policy.graphdef, policy.params, state, keys, np.ones(64, bool),
+                          SamplingConfig(temperature=1.0, max_new_tokens=2),
+                          (NEWLINE, EOS), 2)  # "R\n" ends on a stop id exactly at the cap
+  out = jax.device_get(out)
+  at_cap = out.lengths == 2
+  np.testing.assert_array_equal(out.capped, at_cap)
+  ends_on_newline = at_cap & (out.tokens[:, 1] == NEWLINE)
+  assert ends_on_newline.any() and out.stopped[ends_on_newline].all()
+  assert (~at_cap).any() and (out.lengths <= 2).all()

@@ -5,37 +5,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from search_models import EOS, NEWLINE, PAD, PROMPTS, full_readings, make_decoder
+from search_models import keys as _keys
 
-from tts.model import LoadedModel, ModelConfig, Transformer
+from tts.model import LoadedModel
 from tts.search import answers, methods, sampler, tree, verifier
 from tts.search.methods import MethodConfig
-from tts.search.sampler import SamplingConfig
 
-VOCAB, EOS, NEWLINE, PAD = 8, 1, 3, 0  # a small vocabulary: steps and solutions end often
 CAPACITY = 8 + 20  # prompt width + max_new_tokens
-
-
-def _loaded(value_head: bool, seed: int) -> LoadedModel:
-  cfg = ModelConfig(vocab_size=VOCAB, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
-                    d_ff=64, value_head=value_head)
-  model = Transformer(cfg, nnx.Rngs(seed))
-  if value_head:  # a value head that reads the input, so scores differ between rows
-    model.value_w[...] = jax.random.normal(jax.random.key(seed), model.value_w.shape)
-  return LoadedModel.create(cfg, nnx.to_pure_dict(nnx.state(model)))
 
 
 @pytest.fixture(scope="module")
 def decoder():
-  return tree.Decoder(_loaded(False, 0), _loaded(True, 1),
-                      SamplingConfig(temperature=1.0, max_new_tokens=20), (NEWLINE,), EOS, PAD,
-                      prompt_width=8, max_step_tokens=6, block=8)  # caches grow 16 -> 28
-
-
-PROMPTS = [[2, 4, 5], [6, 7, 2, 4, 4, 5, 6], [5, 5]]
-
-
-def _keys(n, seed=0):
-  return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(np.arange(n))
+  return make_decoder()  # caches grow 16 -> 28
 
 
 def _forward_last_logits(model: LoadedModel, seqs):
@@ -113,103 +95,40 @@ def test_incremental_verifier_scores_equal_a_full_pass(decoder):
     np.testing.assert_allclose(step.probs[i, :n_new[i]], full[len(prompt):], atol=1e-5)
 
 
-class Spy:
-  """Wraps an engine and records, per round, the scores it saw and the parents kept."""
-
-  def __init__(self, engine):
-    self.engine, self.eos_id, self.rounds = engine, engine.eos_id, []
-
-  def start(self, prompts, width):
-    state, scores = self.engine.start(prompts, width)
-    self.last = scores.astype(np.float64)
-    return state, scores
-
-  def advance(self, state, keys, live, greedy):
-    state, step = self.engine.advance(state, keys, live, greedy)
-    if not greedy:
-      ended = np.zeros_like(live)
-      for i in np.flatnonzero(live):
-        n = int(step.lengths[i])
-        self.last[i], _ = verifier.step_score(step.probs[i], step.tokens[i], n, EOS,
-                                              self.last[i])
-        ended[i] = step.tokens[i, n - 1] == EOS or step.capped[i]
-      self.rounds.append({"live": live, "open": live & ~ended, "scores": self.last.copy()})
-    return state, step
-
-  def reorder(self, state, rows):
-    self.rounds[-1]["rows"] = rows
-    self.last = self.last[rows]
-    return self.engine.reorder(state, rows)
-
-
-def test_beam_search_keeps_exactly_the_top_n_over_m(decoder):
-  n, m = 8, 2
-  spy = Spy(decoder)
-  shape = methods.tree_shape(MethodConfig("beam", beam_width=m), n)
-  tree.search(spy, PROMPTS[:2], _keys(2), shape)
-  checked = 0
-  for r, after in zip(spy.rounds, spy.rounds[1:]):
-    for q in range(2):
-      mine = np.arange(q * n, (q + 1) * n)
-      open_rows = [i for i in mine if r["open"][i]]
-      if len(open_rows) < n // m or not after["live"][mine].any():
-        continue
-      expected = sorted(open_rows, key=lambda i: (-r["scores"][i], i))[:n // m]
-      parents = r["rows"][mine]
-      assert after["live"][mine].all()
-      assert sorted(set(parents.tolist())) == sorted(expected)
-      assert all((parents == p).sum() == m for p in expected)  # M children each
-      checked += 1
-  assert checked >= 2
-
-
-def test_lookahead_zero_is_beam_search(decoder):
-  beam = methods.run(decoder, methods.tree_shape(MethodConfig("beam", beam_width=2), 4),
-                     PROMPTS, _keys(3), rows_per_batch=8)
-  zero = methods.run(decoder, methods.tree_shape(MethodConfig("lookahead", beam_width=2), 4),
-                     PROMPTS, _keys(3), rows_per_batch=8)
-  one = methods.run(decoder, methods.tree_shape(MethodConfig("lookahead", 2, lookahead=1), 4),
-                    PROMPTS, _keys(3), rows_per_batch=8)
-  tokens = lambda res: [[c.tokens for c in r.candidates] for r in res]
-  assert tokens(beam) == tokens(zero)
-  assert [r.counts for r in beam] == [r.counts for r in zero]
-  assert sum(r.counts.generated_tokens for r in one) > sum(r.counts.generated_tokens for r in beam)
-
-
 def test_dvts_with_one_subtree_is_greedy_by_verifier(decoder):
   """A from-scratch reference: each round re-feed the best unfinished prefix, sample M
-  steps from it, score the whole sequences, keep the best; stop with M finished ones."""
+  whole steps from it, score the whole sequences, keep the best; stop with M ended ones;
+  the finished ones come first among the final candidates."""
   m, q = 4, 1
   found = tree.search(decoder, [PROMPTS[q]], _keys(2)[q:q + 1],
                       methods.tree_shape(MethodConfig("dvts", beam_width=m), m))[0]
-  pol, ver, cfg = decoder.policy, decoder.verifier, decoder.sampling
-  vmodel = nnx.merge(ver.graphdef, ver.params)
-  prefix, pool, round_index, rounds = [], [], 0, 0
+  pol, cfg = decoder.policy, decoder.sampling
+  prefix, scores, pool, round_index = [], [], [], 0
   while len(pool) < m and round_index < 40:
-    rounds += 1
     keys = tree.round_keys(_keys(2)[q:q + 1], round_index, m)
     tokens, lengths = sampler.pad_prompts([PROMPTS[q] + prefix] * m, PAD)
     state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths,
                             tokens.shape[1] + cfg.max_new_tokens)
     state = state._replace(prompt_lengths=jnp.full(m, len(PROMPTS[q])))
     _, step = sampler.decode(pol.graphdef, pol.params, state, keys, jnp.ones(m, bool), cfg,
-                             (NEWLINE, EOS), 6)
+                             (NEWLINE, EOS), cfg.max_new_tokens)  # whole steps
     options = []
     for j in range(m):
       new = step.tokens[j, :step.lengths[j]].tolist()
-      seq = PROMPTS[q] + prefix + new
-      values = np.asarray(jax.nn.sigmoid(vmodel(jnp.asarray([seq])).values[0]))
-      scored = len(new) - (new[-1] == EOS)
-      score = values[len(seq) - 1 - (new[-1] == EOS)] if scored else None  # finished
-      options.append((prefix + new, score, new[-1] == EOS or bool(step.capped[j])))
+      values = full_readings(decoder.verifier, PROMPTS[q] + prefix + new)
+      text = len(new) - (new[-1] == EOS)
+      step_scores = scores + [float(values[len(PROMPTS[q] + prefix) + text - 1])] * (text > 0)
+      finished = new[-1] == EOS
+      options.append((prefix + new, step_scores, finished or bool(step.capped[j]), finished))
     pool += [o for o in options if o[2]]
     open_options = [o for o in options if not o[2]]
+    round_index += 1
     if not open_options:
       break
-    prefix = max(open_options, key=lambda o: o[1])[0]
-    round_index += 1
-  assert sorted(c.tokens for c in found.candidates) == sorted(o[0] for o in pool[:m])
-  assert found.counts.rounds == rounds
+    prefix, scores = max(open_options, key=lambda o: o[1][-1])[:2]
+  final = sorted(pool, key=lambda o: (not o[3], -o[1][-1]))[:m]
+  assert sorted(c.tokens for c in found.candidates) == sorted(o[0] for o in final)
+  assert found.counts.rounds == round_index
 
 
 def test_best_of_n_subsets_equal_smaller_runs(decoder):

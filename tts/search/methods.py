@@ -15,12 +15,15 @@ class MethodConfig:
   lookahead: int = 0  # k greedy rollout steps (lookahead only)
   max_rounds: int = 40  # search rounds cap (beam, lookahead, DVTS)
   verifier: str = "prm"  # a name under search.verifiers
+  budgets: tuple[int, ...] = ()  # the N this method runs at; () means search.budgets
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"kind={self.kind!r} is unknown; use one of {', '.join(KINDS)}")
     if self.lookahead and self.kind != "lookahead":
       raise ValueError(f"lookahead={self.lookahead} is only for kind='lookahead'")
+    if any(not isinstance(n, int) or n < 1 for n in self.budgets):
+      raise ValueError(f"budgets={self.budgets}: each budget is a whole number >= 1")
 
 
 def beam_width(method: MethodConfig, n: int) -> int:
@@ -46,14 +49,15 @@ def generations(method: MethodConfig, n: int) -> int:
 
 
 def run(engine, shape: TreeShape, prompts: list[list[int]], question_keys,
-        rows_per_batch: int) -> list[QuestionResult]:
+        rows_per_batch: int, aggregation: str = "last") -> list[QuestionResult]:
   """Searches every question, as many per batch as fit in `rows_per_batch` rows (but no
   more than there are). The last batch is filled up with copies of its first question
-  (dropped after), so every batch has the same shape and compiles once."""
+  (dropped after), so every batch has the same shape and compiles once. aggregation: how
+  step scores rank rows and candidates."""
   per_batch = max(1, min(rows_per_batch // shape.width, len(prompts)))
   results = []
   for chunk, keys, real in sampler.fixed_batches(prompts, question_keys, per_batch):
-    results += tree.search(engine, chunk, keys, shape)[:real]
+    results += tree.search(engine, chunk, keys, shape, aggregation)[:real]
   return results
 
 
@@ -65,7 +69,7 @@ def first_samples(result: QuestionResult, n: int) -> QuestionResult:
   p = result.counts.prompt_tokens
   counts = Counts(prompt_tokens=p, generated_tokens=generated, verifier_tokens=p + generated,
                   rounds=max((c.rounds for c in chosen), default=0))
-  return QuestionResult(chosen, counts)
+  return QuestionResult(chosen, counts, result.prompt_score)
 
 
 __all__ = ["Candidate", "MethodConfig", "beam_width", "first_samples", "generations", "run",

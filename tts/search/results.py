@@ -45,6 +45,7 @@ def question_record(task, example: Mapping[str, Any], method_name: str, method: 
       "beam_width": 0 if method.kind == "best_of_n" else methods.beam_width(method, n),
       "lookahead": method.lookahead, "verifier": verifier_name,
       "verifier_kind": verifier_kind, "aggregation": aggregation,
+      "prompt_score": round(float(result.prompt_score), 6),
       "candidates": candidates, "selected": selected,
       "counts": {
           "generations": methods.generations(method, n), "candidates": len(candidates),
@@ -60,6 +61,9 @@ def summarize(records: list[dict]) -> dict:
   out = {rule: float(np.mean([r["selected"][rule]["correct"] for r in records]))
          for rule in answers.RULES}
   out["coverage"] = float(np.mean([any(c["correct"] for c in r["candidates"]) for r in records]))
+  # Unfinished candidates (cut by the length or round cap) stand in only where a question
+  # (or DVTS subtree) had fewer finished ones than its budget.
+  out["unfinished_candidates"] = sum(not c["finished"] for r in records for c in r["candidates"])
   for key in ("generated_tokens", "verifier_tokens", "policy_flops", "verifier_flops", "rounds"):
     out[f"mean_{key}"] = float(np.mean([r["counts"][key] for r in records]))
   out["questions"] = len(records)

@@ -70,7 +70,9 @@ class Step(NamedTuple):
   tokens: jax.Array  # int32[B, T], pad after the row's last token
   log_probs: jax.Array  # float32[B, T], under the unfiltered softmax at temperature 1
   lengths: jax.Array  # int32[B], tokens added (0 for rows not live)
-  capped: jax.Array  # bool[B], the row reached cfg.max_new_tokens without a stop id
+  stopped: jax.Array  # bool[B], the row's last token is a stop id (its step or solution ended)
+  capped: jax.Array  # bool[B], a live row that holds cfg.max_new_tokens: it cannot go on,
+  #                    whatever its last token (a stop id there ends it both ways)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "capacity"))
@@ -154,8 +156,10 @@ def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig
   _, logits, cache, tokens, log_probs, _ = jax.lax.while_loop(cond, body, init)
   lengths = cache.lengths - start
   last = jnp.take_along_axis(tokens, jnp.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
-  capped = (lengths > 0) & (cache.lengths >= limit) & ~jnp.isin(last, stop_ids)
-  return DecodeState(cache, logits, state.prompt_lengths), Step(tokens, log_probs, lengths, capped)
+  stopped = (lengths > 0) & jnp.isin(last, stop_ids)
+  capped = live & (cache.lengths >= limit)
+  return (DecodeState(cache, logits, state.prompt_lengths),
+          Step(tokens, log_probs, lengths, stopped, capped))
 
 
 def sample(graphdef, params, prompts, prompt_lengths, keys, cfg: SamplingConfig,

@@ -1,19 +1,23 @@
 """One tree search covers best-of-N, beam search, lookahead search and DVTS.
 
 Each question owns `width` = N candidate rows, split into `groups` independent subtrees of
-`keep * children` rows. A round advances every live row by one step (up to a newline, the
-end of the solution, or the length cap) and scores it with the verifier. Rows that ended
-join the question's pool of finished candidates. In each subtree the `keep` best unfinished
-rows (by the verifier's reading, after `lookahead` greedy steps if asked) are kept and each
-is continued by `children` rows: their caches are gathered, never recomputed. A question
-stops when its pool holds N candidates, nothing is left unfinished, or after `max_rounds`
-rounds (then its unfinished rows join the pool as they are). The pool's N best by last step
-score are the final candidates.
+`keep * children` rows. A round advances every live row by one whole step (to a step-end
+token, the end of the solution, or the length cap; a step longer than the decoder's
+`max_step_tokens` goes on in further decode calls, unread until it ends) and the verifier
+reads it at the step's end, the only place a PRM is trained to read. Rows that ended join
+their subtree's pool. In each subtree the `keep` best open rows, ranked by their aggregated
+step scores (the last one taken after `lookahead` greedy steps if asked), are kept and fan
+out to refill the subtree's rows, the best getting the spare ones when fewer than `keep` are
+open: their caches are gathered, never recomputed. A subtree stops when its pool holds its
+size, nothing in it is open, or after `max_rounds` rounds. Its final candidates are its
+pool's best finished solutions; unfinished ones (cut by the length or round cap) fill in
+only when too few finished.
 
   best-of-N   groups=N,   keep=1,   children=1   (rows never interact)
   beam (M)    groups=1,   keep=N/M, children=M
   lookahead k beam with lookahead=k
-  DVTS (M)    groups=N/M, keep=1,   children=M   (one subtree: greedy by verifier)
+  DVTS (M)    groups=N/M, keep=1,   children=M   (each subtree greedy by verifier, and
+                                                  delivers its own M candidates)
 
 Python drives only this per-round loop; decoding and scoring are the jitted functions of
 sampler.py and verifier.py over all rows of a batch of questions at once.
@@ -40,8 +44,13 @@ class TreeShape:
   max_rounds: int | None = 40  # None: rounds end only with the length cap
 
   @property
+  def subtree(self) -> int:
+    """Rows (and final candidates) of one subtree."""
+    return self.keep * self.children
+
+  @property
   def width(self) -> int:
-    return self.groups * self.keep * self.children
+    return self.groups * self.subtree
 
 
 @dataclasses.dataclass
@@ -51,10 +60,6 @@ class Candidate:
   finished: bool = False  # ended with eos (not cut by the length or round cap)
   slot: int = 0  # the row it ended in, within its question
   rounds: int = 0  # decode rounds its path took
-
-  @property
-  def score(self) -> float:
-    return self.step_scores[-1] if self.step_scores else 0.0
 
 
 @dataclasses.dataclass
@@ -70,13 +75,15 @@ class Counts:
 class QuestionResult:
   candidates: list[Candidate]
   counts: Counts
+  prompt_score: float = 0.0  # the verifier's reading after the prompt, before any sample
 
 
 class Advanced(NamedTuple):
   """One decode-and-score call, as host arrays."""
   tokens: np.ndarray  # int32[B, T]
   lengths: np.ndarray  # int32[B]
-  capped: np.ndarray  # bool[B]
+  stopped: np.ndarray  # bool[B], ended on a step-end token or eos
+  capped: np.ndarray  # bool[B], holds max_new_tokens: cannot go on
   probs: np.ndarray  # float32[B, T], the verifier's reading after each token
 
 
@@ -88,7 +95,8 @@ class Engine(Protocol):
     """State with `width` rows per prompt, and the verifier's reading after each prompt."""
 
   def advance(self, state, keys, live: np.ndarray, greedy: bool) -> tuple[object, Advanced]:
-    """Extends live rows by one step each and scores the new tokens."""
+    """Extends live rows by one step each (or its next max_step_tokens) and reads the new
+    tokens with the verifier."""
 
   def reorder(self, state, rows: np.ndarray):
     """Row i of the new state is row rows[i] of the old."""
@@ -139,7 +147,8 @@ class Decoder:
         sampling, tuple(self.step_end_ids) + (self.eos_id,), self.max_step_tokens)
     scored = verifier.score_tokens(self.verifier.graphdef, self.verifier.params, cache,
                                    step.tokens, step.lengths)
-    host = jax.device_get((step.tokens, step.lengths, step.capped, scored.probs))
+    host = jax.device_get((step.tokens, step.lengths, step.stopped, step.capped,
+                           scored.probs))
     return (policy_state, scored.cache), Advanced(*host)
 
   def reorder(self, state, rows):
@@ -156,100 +165,138 @@ def round_keys(question_keys, round_index, width: int):
   return jax.vmap(per_question)(question_keys).reshape(-1)
 
 
-def search(engine: Engine, prompts: list[list[int]], question_keys, shape: TreeShape
-           ) -> list[QuestionResult]:
-  """Runs the tree search for a batch of questions; see the module docstring."""
+class WholeSteps(NamedTuple):
+  """One whole step of every live row, gathered over as many decode calls as it took."""
+  tokens: list[list[int]]
+  readings: list[float | None]  # the verifier at the step's end (None: a bare eos)
+  capped: np.ndarray  # bool[B]
+
+
+def whole_steps(engine: Engine, state, keys, live: np.ndarray, greedy: bool,
+                counts: list[Counts], width: int) -> tuple[object, WholeSteps]:
+  """Advances every live row to the end of its step, calling the engine again for rows
+  whose step was cut by its max_step_tokens. Every call's tokens count as work."""
+  tokens = [[] for _ in range(len(live))]
+  probs = [[] for _ in range(len(live))]
+  capped = np.zeros_like(live)
+  pending = live.copy()
+  while pending.any():
+    state, step = engine.advance(state, keys, pending, greedy)
+    for i in np.flatnonzero(pending):
+      n = int(step.lengths[i])
+      tokens[i] += step.tokens[i, :n].tolist()
+      probs[i] += step.probs[i, :n].tolist()
+      capped[i] = step.capped[i]
+      pending[i] = not (step.stopped[i] or step.capped[i])
+      counts[i // width].generated_tokens += n
+      counts[i // width].verifier_tokens += n
+  readings = [verifier.step_reading(p, t, engine.eos_id) for p, t in zip(probs, tokens)]
+  return state, WholeSteps(tokens, readings, capped)
+
+
+def search(engine: Engine, prompts: list[list[int]], question_keys, shape: TreeShape,
+           aggregation: str = "last") -> list[QuestionResult]:
+  """Runs the tree search for a batch of questions; see the module docstring.
+  aggregation: how step scores rank rows and candidates (verifier.STEP_AGGREGATIONS)."""
   num_q, width = len(prompts), shape.width
   state, prompt_scores = engine.start(prompts, width)
   rows = [Candidate([], []) for _ in range(num_q * width)]
-  last = prompt_scores.astype(np.float64)  # each row's latest reading, the prompt's at first
   live = np.ones(num_q * width, bool)
-  pools: list[list[Candidate]] = [[] for _ in range(num_q)]
+  pools: list[list[Candidate]] = [[] for _ in range(num_q * shape.groups)]  # per subtree
   counts = [Counts(prompt_tokens=len(p), verifier_tokens=len(p)) for p in prompts]
   round_index = 0
   while live.any():
-    state, step = engine.advance(state, round_keys(question_keys, round_index, width), live,
-                                 greedy=False)
+    keys = round_keys(question_keys, round_index, width)
+    state, step = whole_steps(engine, state, keys, live, False, counts, width)
     ended = np.zeros_like(live)
     for i in np.flatnonzero(live):
-      n = int(step.lengths[i])
       row = rows[i]
-      row.tokens = row.tokens + step.tokens[i, :n].tolist()
-      last[i], scored = verifier.step_score(step.probs[i], step.tokens[i], n, engine.eos_id,
-                                            last[i])
-      if scored:
-        row.step_scores = row.step_scores + [last[i]]
-      row.finished = n > 0 and row.tokens[-1] == engine.eos_id
+      row.tokens = row.tokens + step.tokens[i]
+      if step.readings[i] is not None:
+        row.step_scores = row.step_scores + [step.readings[i]]
+      row.finished = bool(step.tokens[i]) and step.tokens[i][-1] == engine.eos_id
       row.slot, row.rounds = i % width, row.rounds + 1
       ended[i] = row.finished or bool(step.capped[i])
-      c = counts[i // width]
-      c.generated_tokens += n
-      c.verifier_tokens += n
     for q in range(num_q):
       counts[q].rounds += bool(live[q * width:(q + 1) * width].any())
-    rank = _lookahead_scores(engine, state, question_keys, round_index, width, shape,
-                             live & ~ended, last, counts) if shape.lookahead else last
+    open_rows = live & ~ended
+    if shape.lookahead:
+      rank = _lookahead_ranks(engine, state, keys, shape, open_rows, rows, aggregation,
+                              counts)
+    else:
+      rank = np.asarray([verifier.aggregate(r.step_scores, aggregation) for r in rows])
     round_index += 1
     out_of_rounds = shape.max_rounds is not None and round_index >= shape.max_rounds
-    source, next_live = _select(shape, width, rows, live, ended, rank, pools, out_of_rounds)
+    source, next_live = _select(shape, rows, live, ended, rank, pools, out_of_rounds)
     if not next_live.any():
       break
     state = engine.reorder(state, source)
     rows = [Candidate(rows[s].tokens, rows[s].step_scores, rounds=rows[s].rounds)
             for s in source]
-    last = last[source]
     live = next_live
-  return [QuestionResult(_best(pool, width), counts[q]) for q, pool in enumerate(pools)]
+  per_question = [pools[q * shape.groups:(q + 1) * shape.groups] for q in range(num_q)]
+  return [QuestionResult([c for pool in mine for c in _final(pool, shape.subtree, aggregation)],
+                         counts[q], float(prompt_scores[q * width]))
+          for q, mine in enumerate(per_question)]
 
 
-def _select(shape: TreeShape, width: int, rows, live, ended, rank, pools, out_of_rounds):
-  """Moves ended rows into their question's pool and picks the rows of the next round:
-  (source, next_live), where next-round row i continues row source[i]. A question is done
-  (all its rows dead) once its pool holds `width`, nothing is open, or rounds ran out; its
+def _select(shape: TreeShape, rows, live, ended, rank, pools, out_of_rounds):
+  """Moves ended rows into their subtree's pool and picks the rows of the next round:
+  (source, next_live), where next-round row i continues row source[i]. A subtree is done
+  (all its rows dead) once its pool holds its size, nothing is open, or rounds ran out; its
   open rows then join the pool unfinished."""
+  size = shape.subtree
   source = np.arange(len(rows))
   next_live = np.zeros_like(live)
-  subtree = shape.keep * shape.children
-  for q, pool in enumerate(pools):
-    mine = range(q * width, (q + 1) * width)
+  for t, pool in enumerate(pools):
+    mine = range(t * size, (t + 1) * size)
     pool += [rows[i] for i in mine if live[i] and ended[i]]
     open_rows = [i for i in mine if live[i] and not ended[i]]
-    if len(pool) >= width or not open_rows or out_of_rounds:
+    if len(pool) >= size or not open_rows or out_of_rounds:
       pool += [rows[i] for i in open_rows]
       continue
-    for start in range(q * width, (q + 1) * width, subtree):  # one subtree each
-      group_open = [i for i in open_rows if start <= i < start + subtree]
-      kept = sorted(group_open, key=lambda i: (-rank[i], i))[:shape.keep]
-      for j, parent in enumerate(kept):
-        slots = start + j * shape.children + np.arange(shape.children)
-        source[slots] = parent
-        next_live[slots] = True
+    kept = sorted(open_rows, key=lambda i: (-rank[i], i))[:shape.keep]
+    source[mine.start:mine.stop] = fan_out(kept, size)
+    next_live[mine.start:mine.stop] = True
   return source, next_live
 
 
-def _best(pool: list[Candidate], width: int) -> list[Candidate]:
-  """The `width` best-scoring candidates, in the order they finished."""
-  if len(pool) <= width:
-    return pool
-  keep = set(sorted(range(len(pool)), key=lambda i: (-pool[i].score, i))[:width])
+def fan_out(parents: list[int], size: int) -> np.ndarray:
+  """`size` rows continuing `parents` (best first), contiguous per parent: each gets
+  size // len(parents) and the best size % len(parents) one more. With all `keep` parents
+  open that is `children` each; with fewer, the best are duplicated so a budget of N keeps
+  spending N rows."""
+  share, spare = divmod(size, len(parents))
+  return np.repeat(parents, [share + (j < spare) for j in range(len(parents))])
+
+
+def _final(pool: list[Candidate], size: int, aggregation: str) -> list[Candidate]:
+  """The subtree's `size` best finished candidates by aggregated score, unfinished ones
+  filling in only when fewer finished exist; in the order they joined the pool."""
+  score = lambda i: verifier.aggregate(pool[i].step_scores, aggregation)
+  finished = [i for i, c in enumerate(pool) if c.finished]
+  unfinished = [i for i, c in enumerate(pool) if not c.finished]
+  by_score = lambda ids: sorted(ids, key=lambda i: (-score(i), i))
+  keep = set((by_score(finished) + by_score(unfinished))[:size])
   return [c for i, c in enumerate(pool) if i in keep]
 
 
-def _lookahead_scores(engine, state, question_keys, round_index, width, shape, rolling,
-                      last, counts) -> np.ndarray:
-  """Ranks rows by the verifier's reading after `shape.lookahead` more greedy steps (fewer
-  if the solution ends first); the rollouts are counted as work, then dropped."""
-  rank = last.copy()
+def _lookahead_ranks(engine, state, keys, shape, rolling, rows, aggregation, counts
+                     ) -> np.ndarray:
+  """Ranks rows with their last step score replaced by the verifier's reading after
+  `shape.lookahead` more greedy steps (fewer if the solution ends first), as the paper's
+  lookahead search does. The rollouts are counted as work, then dropped."""
+  after = [r.step_scores[-1] if r.step_scores else None for r in rows]
   rolling = rolling.copy()
   for _ in range(shape.lookahead):
     if not rolling.any():
       break
-    state, step = engine.advance(state, round_keys(question_keys, round_index, width),
-                                 rolling, greedy=True)
+    state, step = whole_steps(engine, state, keys, rolling, True, counts, shape.width)
     for i in np.flatnonzero(rolling):
-      n = int(step.lengths[i])
-      rank[i], _ = verifier.step_score(step.probs[i], step.tokens[i], n, engine.eos_id, rank[i])
-      counts[i // width].generated_tokens += n
-      counts[i // width].verifier_tokens += n
-      rolling[i] = n > 0 and step.tokens[i, n - 1] != engine.eos_id and not step.capped[i]
-  return rank
+      if step.readings[i] is not None:
+        after[i] = step.readings[i]
+      ends = bool(step.tokens[i]) and step.tokens[i][-1] == engine.eos_id
+      rolling[i] = not (ends or step.capped[i])
+  return np.asarray([
+      verifier.aggregate(r.step_scores[:-1] + [a] if a is not None else r.step_scores,
+                         aggregation) for r, a in zip(rows, after)])

@@ -44,13 +44,11 @@ def score_tokens(graphdef, params, cache: KVCache, tokens, lengths) -> Scores:
   return Scores(out.cache, jax.nn.sigmoid(out.values))
 
 
-def step_score(probs: np.ndarray, tokens: np.ndarray, length: int, eos_id: int,
-               previous: float) -> tuple[float, bool]:
+def step_reading(probs, tokens, eos_id: int) -> float | None:
   """The reading at a step's last token, a trailing eos not counted (the verifier reads a
-  step where its text ends). Returns (score, whether the step had text to score): a step
-  that is only an eos ends the solution without a new reading, so `previous` stands."""
-  n = length - 1 if length and tokens[length - 1] == eos_id else length
-  return (float(probs[n - 1]), True) if n > 0 else (previous, False)
+  step where its text ends); None for a step that is only an eos (no new text to read)."""
+  n = len(tokens) - 1 if tokens and tokens[-1] == eos_id else len(tokens)
+  return float(probs[n - 1]) if n > 0 else None
 
 
 def aggregate(step_scores: list[float], how: str) -> float:
@@ -69,7 +67,7 @@ def aggregate(step_scores: list[float], how: str) -> float:
 def final_readings(model, sequences: list[list[int]], eos_id: int, pad_id: int,
                    batch_size: int, multiple: int = 64) -> np.ndarray:
   """The verifier's reading after the last token of each whole sequence (prompt + answer),
-  a trailing eos not counted, as in `step_score`: float32[len(sequences)]. Fixed-size
+  a trailing eos not counted, as in `step_reading`: float32[len(sequences)]. Fixed-size
   batches, padded to a `multiple` of tokens (few shapes to compile)."""
   trimmed = [s[:-1] if len(s) > 1 and s[-1] == eos_id else s for s in sequences]
   out = []

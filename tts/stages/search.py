@@ -127,12 +127,14 @@ def run(ctx) -> dict:
   prompts = [q["prompt_ids"] for q in questions]
   keys = question_keys(s.seed, questions)
   directory = ctx.stage_dir("search")
-  budgets = sorted(s.budgets)
   manifest, skipped = {}, []
   jobs = list(method_configs(cfg).items())
+  method_budgets = {name: sorted(m.budgets or s.budgets) for name, m in jobs}
   records = {}  # method -> budget -> records
-  progress = tqdm(total=len(jobs) * len(budgets), desc="search", disable=not ctx.is_main)
+  progress = tqdm(total=sum(map(len, method_budgets.values())), desc="search",
+                  disable=not ctx.is_main)
   for name, method in jobs:
+    budgets = method_budgets[name]
     if method.verifier not in decoders:
       decoders[method.verifier] = make_decoder(cfg, task, ctx.workdir, questions,
                                                method.verifier, policy)
@@ -151,7 +153,7 @@ def run(ctx) -> dict:
     for n in (missing[-1:] if method.kind == "best_of_n" else missing):
       progress.set_postfix_str(f"{name} n={n}")
       found = methods.run(decoder, methods.tree_shape(method, n), prompts, keys,
-                          s.rows_per_batch)
+                          s.rows_per_batch, verifier[2])
       for m in ([k for k in missing if k <= n] if method.kind == "best_of_n" else [n]):
         per_question = ([methods.first_samples(r, m) for r in found]
                         if method.kind == "best_of_n" else found)
