@@ -141,8 +141,9 @@ def flops_matched(kinds: dict | None, name: str, bins: str) -> dict:
                      "large_ahead_on_hardest_bin_high_R": second},
           "easier_bins_difference_low_R": easier["absolute_difference"],
           "hardest_bin_difference_high_R": hard["absolute_difference"],
-          "statement": (f"{name}, {bins} bins: small + test-time compute minus the 14x model "
-                        f"at matched FLOPs, R={low['R']:g}, bins {', '.join(easier['bins'])}: "
+          "statement": (f"{name}, {bins} bins: small + cross-validated compute-optimal "
+                        f"test-time compute minus the 14x model at matched FLOPs, "
+                        f"R={low['R']:g}, bins {', '.join(easier['bins'])}: "
                         f"{_est(easier['absolute_difference'])}; R={high['R']:g}, bin "
                         f"{hardest_bin}: {_est(hard['absolute_difference'])} (criterion: the "
                         "first interval above 0, the second below 0)." + caveat)}
