@@ -69,7 +69,8 @@ def get_config() -> ml_collections.ConfigDict:
   revision_sections(c, verifier)
   # Compute-optimal scaling. Difficulty from K = 32 samples per search question (paper:
   # 2048), 5 quantile bins; selection by 2-fold cross-validation against best-of-N weighted;
-  # FLOPs-matched comparison with the 14x model at the paper's three R.
+  # FLOPs-matched comparison with the 14x model at the paper's three R; 95% intervals from
+  # 1000 paired bootstrap resamples of the questions (select.resamples).
   c.difficulty = all_fields(DifficultyConfig, samples=32, num_bins=5, temperature=0.8,
                             max_new_tokens=136, batch_size=640)
   c.select = all_fields(SelectConfig)

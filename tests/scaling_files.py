@@ -8,8 +8,10 @@ right on bins 4 and 5 only, so compute-optimal at 4 generations takes best-of-n 
 best-of-N first reaches at 16: efficiency ratio 4. lookahead4_k3/n4 costs 16 generations
 and is never right. Revisions: P = N chains behave as best-of-N; P = ideal[bin] chains
 (N >= 4) are right: the same ratio 4, easy bins best all-sequential, hard ones P = 2.
-Every setting spends FLOPS_PER_GENERATION per generation (policy 3/4, verifier 1/4): the
-FLOPs-matched budgets then fall between budgets run at R = 22 and beyond them at R = 0.16.
+Every setting spends FLOPS_PER_GENERATION per generation in parameters (policy 3/4,
+verifier 1/4) and ATTENTION_PER_GENERATION in attention (each generation one candidate of
+TOKENS tokens after an empty prompt): the FLOPs-matched budgets then fall between budgets
+run at R = 22 and beyond them at R = 0.16 (unless best-of-N runs further: bon_budgets).
 """
 import dataclasses
 import math
@@ -28,17 +30,24 @@ SMALL = ModelConfig(vocab_size=20, num_layers=2, d_model=16, num_heads=2, num_kv
 LARGE = dataclasses.replace(SMALL, num_layers=4, d_model=48, d_ff=128)
 ESTIMATION_GENERATIONS = 4
 FLOPS_PER_GENERATION = 2_000_000
+TOKENS = 10
+# By hand: 1 + 2 + ... + 10 = 55 (query, key) pairs per candidate, 4 x 2 layers x 2 heads x
+# head_dim 8 = 128 FLOPs a pair, for the policy and for the verifier (same shape).
+ATTENTION_PER_GENERATION = 2 * 128 * 55
 
 
 def bin_of(i: int) -> int:
   return i // (Q // BINS) + 1
 
 
-def _record(i, method, kind, n, generations, correct, **extra):
+def _record(i, method, kind, n, generations, correct, verifier="prm", **extra):
+  candidate = {"num_tokens": TOKENS, **({"prompt_tokens": 0} if kind == "revision" else {})}
   return {"id": f"test-{i:05d}", "difficulty": bin_of(i), "method": method, "kind": kind, "n": n,
-          "candidates": [], "selected": {rule: {"answer": "1", "correct": bool(correct)}
-                                         for rule in ("argmax", "weighted", "majority")},
-          "counts": {"generations": generations,
+          "verifier": verifier, "candidates": [candidate] * generations,
+          "selected": {rule: {"answer": "1", "correct": bool(correct)}
+                       for rule in ("argmax", "weighted", "majority")},
+          "counts": {"generations": generations, "prompt_tokens": 0,
+                     "generated_tokens": TOKENS * generations,
                      "policy_flops": FLOPS_PER_GENERATION * generations * 3 // 4,
                      "verifier_flops": FLOPS_PER_GENERATION * generations // 4}, **extra}
 
@@ -47,7 +56,10 @@ def _write(directory, method, n, records):
   write_jsonl_atomic(os.path.join(directory, method, f"n{n}.jsonl"), records)
 
 
-def write_run(workdir: str, revisions: bool = True, ids_offset: int = 0) -> None:
+def write_run(workdir: str, revisions: bool = True, ids_offset: int = 0,
+              bon_budgets=(1, 2, 4, 8, 16), bon_bins=lambda n: math.log2(n) + 1) -> None:
+  """bon_budgets / bon_bins: best-of-N's budgets (other methods stop at 16) and the bins it
+  is right on at n (bins <= bon_bins(n))."""
   rng = np.random.default_rng(0)
   predicted = [min(BINS, max(1, bin_of(i) + int(rng.integers(-1, 2)))) for i in range(Q)]
   write_jsonl_atomic(os.path.join(workdir, "difficulty", "questions.jsonl"), [
@@ -59,9 +71,9 @@ def write_run(workdir: str, revisions: bool = True, ids_offset: int = 0) -> None
                       "verifier_tokens": 0, "flops": 6000.0}} for i in range(Q)])
   search = os.path.join(workdir, "search")
   ids = range(ids_offset, ids_offset + Q)
-  for n in (1, 2, 4, 8, 16):
+  for n in bon_budgets:
     _write(search, "best_of_n", n, [_record(i, "best_of_n", "best_of_n", n, n,
-                                            bin_of(i) <= math.log2(n) + 1) for i in ids])
+                                            bin_of(i) <= bon_bins(n)) for i in ids])
   for n in (4, 8, 16):
     _write(search, "beam4", n, [_record(i, "beam4", "beam", n, n, bin_of(i) >= 4,
                                         beam_width=4, lookahead=0) for i in ids])
@@ -74,9 +86,12 @@ def write_run(workdir: str, revisions: bool = True, ids_offset: int = 0) -> None
         right = lambda i: ((p == n and bin_of(i) <= math.log2(n) + 1)
                            or (n >= 4 and p == IDEAL_CHAINS[bin_of(i)]))
         _write(folder, f"chains{p}", n, [_record(i, f"chains{p}", "revision", n, n, right(i),
-                                                 chains=p, chain_length=n // p) for i in range(Q)])
-  for name, model in (("small", SMALL), ("large", LARGE)):
-    write_json_atomic(os.path.join(workdir, "policy", name, "final", "model.json"),
+                                                 verifier="revision_orm", chains=p,
+                                                 chain_length=n // p) for i in range(Q)])
+  scorer = dataclasses.replace(SMALL, value_head=True)
+  for path, model in (("policy/small", SMALL), ("policy/large", LARGE), ("prm", scorer),
+                      ("revision", SMALL), ("revision_orm", scorer)):
+    write_json_atomic(os.path.join(workdir, path, "final", "model.json"),
                       dataclasses.asdict(model))
 
 
@@ -86,5 +101,6 @@ def config(**select) -> ml_collections.ConfigDict:
   train = dict(steps=10, batch_size=4)
   return ml_collections.ConfigDict({
       "data": {"max_len": 32}, "policy": {"small": train, "large": train},
+      "search": {"verifiers": {"prm": {"path": "prm/final", "kind": "prm"}}},
       "select": all_fields(SelectConfig, **select), "flops": all_fields(FlopsConfig),
       "report": all_fields(ReportConfig, dpi=40)})

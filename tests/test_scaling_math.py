@@ -105,3 +105,31 @@ def test_accuracy_at_a_flops_budget_interpolates_and_says_when_out_of_range():
   assert flops.relative_difference(0.6, 0.4) == pytest.approx(0.5)
   assert flops.relative_difference(0.6, 0.0) is None
   assert math.isclose(flops.accuracy_at_flops(f, a, 400.0)[0], 0.4)
+
+
+def test_attention_flops_on_hand_counted_sequences():
+  from tts.model.config import ModelConfig
+  model = ModelConfig(vocab_size=20, num_layers=2, d_model=48, num_heads=4, num_kv_heads=2,
+                      d_ff=128)  # the demo's small policy: head_dim 12
+  assert flops.attention_flops_per_pair(model) == 4 * 2 * 4 * 12  # 384, KV heads aside
+  assert flops.causal_pairs(3, 2) == 4 + 5
+  # Best-of-2 after a 3-token prompt, candidates of 2 and 4 tokens: the prompt 1+2+3,
+  # then 4+5 and 4+5+6+7 = 37 (query, key) pairs.
+  best_of_2 = {"candidates": [{"num_tokens": 2}, {"num_tokens": 4}],
+               "counts": {"prompt_tokens": 3, "generated_tokens": 6}}
+  assert flops.record_attention_pairs(best_of_2) == 37
+  # Revisions: each answer its own sequence (prompt = question + earlier answers).
+  chain = {"candidates": [{"num_tokens": 2, "prompt_tokens": 3},
+                          {"num_tokens": 1, "prompt_tokens": 5}], "counts": {}}
+  assert flops.record_attention_pairs(chain) == 15 + 21
+  assert flops.greedy_flops(model, 10) == 2 * model.num_params * 10 + 384 * 55
+
+
+def test_matched_flops_reduce_to_the_parameter_multiplier_without_attention():
+  n_small, n_large, tokens = 52_000, 728_000, 300.0
+  for r in (0.16, 0.79, 22.0):
+    x = flops.matched_multiplier(n_large / n_small, r)
+    got = flops.matched_inference_flops(2 * n_large * tokens, tokens, n_small, n_large, r)
+    assert got == pytest.approx(x * 2 * n_small * tokens)
+  with pytest.raises(ValueError, match="R > 0"):
+    flops.matched_inference_flops(1.0, 1.0, 10, 20, 0.0)

@@ -41,10 +41,13 @@ def test_selection_finds_the_known_best_setting_per_bin_and_the_ratio(made_run):
                  "3": ["best_of_n/n4"] * 2, "4": ["beam4/n4"] * 2, "5": ["beam4/n4"] * 2}
   assert oracle["compute_optimal"]["accuracy"] == [0.2, 0.4, 1.0, 1.0, 1.0]
   assert oracle["baseline"]["accuracy"] == [0.2, 0.4, 0.6, 0.8, 1.0]
-  assert oracle["efficiency_ratio"] == {"max": 4.0, "at_budget": 4, "max_is_lower_bound": False,
-                                        "median": 1.0}
+  # Every question of a bin fares alike, so every resample keeps the ratio at 4.
+  assert oracle["efficiency_ratio"] == {"max": 4.0, "at_budget": 4, "median": 1.0,
+                                        "budgets_counted": [1, 2, 4, 8, 16], "lower_bounds": [],
+                                        "max_ci": [4.0, 4.0], "median_ci": [1.0, 1.0]}
   assert oracle["compute_optimal"]["mean_flops"][2] == pytest.approx(
-      scaling_files.FLOPS_PER_GENERATION * (1 + 2 + 4 + 4 + 4) / 5)
+      (scaling_files.FLOPS_PER_GENERATION + scaling_files.ATTENTION_PER_GENERATION)
+      * (1 + 2 + 4 + 4 + 4) / 5)
   revisions = out["families"]["revisions"]
   assert revisions["baseline"] == [f"chains{n}/n{n}" for n in (1, 2, 4, 8, 16)]
   assert revisions["oracle"]["efficiency_ratio"]["max"] == 4.0
@@ -72,28 +75,37 @@ def test_flops_matched_rows_follow_the_formula(made_run):
   assert out["params"] == {"small": SMALL.num_params, "large": LARGE.num_params,
                            "ratio": round(m, 3)}
   assert out["pretraining_flops"]["large"] == 6 * LARGE.num_params * 10 * 4 * 32
-  f = scaling_files.FLOPS_PER_GENERATION
+  # By hand: 4 x 4 layers x 2 heads x head_dim 8 (LARGE keeps SMALL's) FLOPs a pair.
+  assert out["attention_flops_per_pair"]["large"] == 256
+  f = scaling_files.FLOPS_PER_GENERATION + scaling_files.ATTENTION_PER_GENERATION
   for r in (0.16, 0.79, 22.0):
-    row = out["families"]["search"][f"{r:g}"]
-    x = m + 3 * (m - 1) / r
-    assert row["multiplier"] == pytest.approx(x, abs=1e-3)
+    row = out["families"]["search"]["oracle"]["matched"][f"{r:g}"]
+    assert row["multiplier"] == pytest.approx(m + 3 * (m - 1) / r, abs=1e-3)
     for b in ("1", "3", "5"):
       cell = row["bins"][b]
-      target = x * 2 * SMALL.num_params * (20 + int(b))  # large_tokens = 20 + bin
+      t = 20 + int(b)  # large_tokens; the 14x model: 2 N T + 256 T (T + 1) / 2 FLOPs
+      large = 2 * LARGE.num_params * t + 256 * t * (t + 1) / 2
+      target = large + 6 * (LARGE.num_params - SMALL.num_params) * t / r
       assert cell["target_flops"] == pytest.approx(target, abs=0.1)
-      assert cell["large_accuracy"] == (1.0 if int(b) in scaling_files.LARGE_RIGHT_BINS else 0.0)
+      assert cell["flops_ratio"] == pytest.approx(target / large, abs=1e-3)
+      right = 1.0 if int(b) in scaling_files.LARGE_RIGHT_BINS else 0.0
+      assert cell["large_accuracy"] == {"value": right, "ci": [right, right]}
+      small = cell["small_accuracy"]["value"]
       if b == "1":  # best-of-1 is right: the curve is 1.0 at F FLOPs, every target beyond it
-        assert (cell["small_accuracy"], cell["where"]) == (1.0, "beyond_largest_run")
+        assert (small, cell["where"]) == (1.0, "beyond_largest_run")
       elif target < 4 * f:  # bins 3, 5: wrong at F FLOPs (best-of-1), right at 4F (n = 4)
         assert cell["where"] == "interpolated"
-        assert cell["small_accuracy"] == pytest.approx(math.log(target / f) / math.log(4),
-                                                       abs=1e-4)
+        assert small == pytest.approx(math.log(target / f) / math.log(4), abs=1e-4)
       else:
-        assert (cell["small_accuracy"], cell["where"]) == (1.0, "beyond_largest_run")
-  assert out["families"]["search"]["22"]["bins"]["5"]["where"] == "interpolated"
-  hard = out["families"]["search"]["0.16"]["bins"]["5"]
+        assert (small, cell["where"]) == (1.0, "beyond_largest_run")
+      # Every question of a bin fares alike: zero-width intervals around the point.
+      assert cell["absolute_difference"]["ci"] == [round(small - right, 4)] * 2
+  matched = out["families"]["search"]["oracle"]["matched"]
+  assert matched["22"]["bins"]["5"]["where"] == "interpolated"
+  hard = matched["0.16"]["bins"]["5"]
   assert hard["relative_difference"] is None
-  assert hard["absolute_difference"] == hard["small_accuracy"] == 1.0
+  assert hard["absolute_difference"]["value"] == hard["small_accuracy"]["value"] == 1.0
+  assert matched["0.16"]["easier"]["bins"] == ["1", "2", "3"]
 
 
 def test_report_has_figures_tables_and_the_verdicts(made_run):
@@ -105,24 +117,71 @@ def test_report_has_figures_tables_and_the_verdicts(made_run):
       assert len(list(csv.DictReader(f))) >= 2, name
   assert set(summary["figures"]) == {
       "search_methods.png", "search_compute_optimal.png", "revisions_methods.png",
-      "revisions_compute_optimal.png", "revisions_ratio_by_bin.png", "flops_matched.png"}
-  findings = summary["findings"]
+      "revisions_compute_optimal.png", "revisions_ratio_by_bin.png", "flops_matched.png",
+      "search_flops_tradeoff.png", "revisions_flops_tradeoff.png"}
+  findings = summary["findings"]["oracle"]
   assert findings["2_compute_optimal_search"]["status"] == "reproduced"
-  assert findings["3_revisions"]["status"] == "reproduced"
-  assert findings["3_revisions"]["best_sequential_to_parallel"]["1"] > \
-      findings["3_revisions"]["best_sequential_to_parallel"]["5"]
+  # At N = 16 the sequential-leaning splits (P = 1, 2) and the parallel-leaning ones (P = 8,
+  # 16) are right on every question: no difference by difficulty, and the interval says so.
+  three = findings["3_revisions"]
+  assert three["sequential_advantage"]["easiest_minus_hardest"] == {"value": 0.0,
+                                                                    "ci": [0.0, 0.0]}
+  assert three["efficiency"]["status"] == "reproduced" and three["status"] == "partly"
   # beam4 is right on bins 4-5 only (0.4): behind best-of-N at every budget.
-  assert findings["1_beam_search_vs_best_of_n"]["gap_by_budget"] == {"4": -0.2, "8": -0.4,
-                                                                      "16": -0.6}
-  assert findings["1_beam_search_vs_best_of_n"]["status"] == "not reproduced"
-  assert summary["efficiency_ratio"]["search"]["max"] == 4.0
-  assert set(summary["flops_matched"]["search"]) == {"0.16", "0.79", "22"}
+  one = _json(made_run, "select", "selection.json")["families"]["search"]["oracle"][
+      "beam_minus_best_of_n"]
+  assert (one["budgets"], one["gap"]) == ([4, 8, 16], [-0.2, -0.4, -0.6])
+  assert one["small_gap"]["value"] == -0.2 and one["small_gap"]["ci"][0] < -0.2
+  assert findings["1_beam_search_vs_best_of_n"]["status"] == (
+      "not reproduced" if one["small_gap"]["ci"][1] <= 0 else "not measurable")
+  assert summary["efficiency_ratio"]["search"]["oracle"]["max"] == 4.0
+  gain = summary["compute_optimal_minus_baseline"]["search"]["oracle"]["4"]  # 1.0 vs 0.6
+  assert gain["value"] == 0.4 and 0 < gain["ci"][0] < 0.4 < gain["ci"][1]
+  assert set(summary["flops_matched"]["search"]["oracle"]) == {"0.16", "0.79", "22"}
   with open(os.path.join(directory, "summary.md")) as f:
     text = f.read()
-  assert "| 2_compute_optimal_search | **reproduced** |" in text
+  assert "| 2_compute_optimal_search | **reproduced** | **" in text
+  assert all(f"![{name}]({name})" in text for name in summary["figures"])
 
 
 def test_result_files_of_other_questions_are_refused(tmp_path):
   scaling_files.write_run(str(tmp_path), revisions=False, ids_offset=1)
   with pytest.raises(ValueError, match=r"search/beam4/n16.jsonl holds questions"):
     _run(tmp_path, scaling_files.config(), select)
+
+
+def test_best_of_n_running_further_than_the_other_methods(tmp_path):
+  """Best-of-N to N = 256, beam to 16 (the demo's split): best-of-N is right on bins
+  <= log2(N)/2 + 1, so only N = 256 reaches compute-optimal's 1.0 at 16 generations (beam4
+  on bins 4-5, best-of-16 on 1-3). Within budgets to 16 that ratio was a lower bound; with
+  best-of-N at 256 it is measured: 256 / 16."""
+  budgets = tuple(2 ** i for i in range(9))
+  scaling_files.write_run(str(tmp_path), revisions=False, bon_budgets=budgets,
+                          bon_bins=lambda n: math.log2(n) / 2 + 1)
+  _run(tmp_path, scaling_files.config(), select, flops, report)
+  search = _json(tmp_path, "select", "selection.json")["families"]["search"]
+  assert search["budgets"] == list(budgets)
+  oracle = search["oracle"]
+  assert oracle["compute_optimal"]["accuracy"][4:] == [1.0] * 5
+  at16 = oracle["efficiency"]["rows"][4]
+  assert (at16["ratio"], at16["lower_bound"], at16["lower_bound_share"]) == (16.0, False, 0.0)
+  assert oracle["beam_minus_best_of_n"]["budgets"] == [4, 8, 16]
+  assert oracle["by_bin"]["3"]["choices"][8] == ["best_of_n/n16"] * 2  # cheapest right one
+  matched = _json(tmp_path, "flops", "flops.json")["families"]["search"]["oracle"]["matched"]
+  assert matched["0.16"]["bins"]["3"]["where"] == "beyond_largest_run"  # needs no more than 16
+  summary = _json(tmp_path, "report", "summary.json")
+  assert summary["findings"]["oracle"]["2_compute_optimal_search"]["status"] == "reproduced"
+
+
+def test_same_files_and_seed_give_the_same_intervals(made_run, tmp_path):
+  """The bootstrap is seeded (select.seed): redoing the stages gives identical files."""
+  scaling_files.write_run(str(tmp_path))
+  _run(tmp_path, scaling_files.config(), select, flops, report)
+  for path in (("select", "selection.json"), ("select", "per_question.json"),
+               ("flops", "flops.json"), ("report", "summary.json"), ("report", "summary.md")):
+    with open(os.path.join(made_run, *path)) as a, open(os.path.join(tmp_path, *path)) as b:
+      assert a.read() == b.read(), path
+  _run(tmp_path, scaling_files.config(seed=1), select)
+  assert _json(tmp_path, "select", "selection.json")["families"]["search"]["predicted"][
+      "compute_optimal"]["accuracy_ci"] != _json(made_run, "select", "selection.json")[
+      "families"]["search"]["predicted"]["compute_optimal"]["accuracy_ci"]

@@ -1,5 +1,6 @@
 """PNG figures from the report's tables (lists of row dicts, the same rows the CSVs hold).
-Each figure says what it shows without the code: title, axis labels with units, legend."""
+Each figure says what it shows without the code: title, axis labels with units, legend.
+A column `x` with `x_lo` / `x_hi` beside it is drawn with its 95% interval (band or bar)."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -22,10 +23,19 @@ def _save(fig, path: str, dpi: int):
   plt.close(fig)
 
 
+def _line(ax, rows: list[dict], x: str, key: str, band: bool = True, **style):
+  """A curve of rows[key] against rows[x], with its interval as a band."""
+  ax.plot([r[x] for r in rows], [r[key] for r in rows], **style)
+  if band:
+    ax.fill_between([r[x] for r in rows], [r[f"{key}_lo"] for r in rows],
+                    [r[f"{key}_hi"] for r in rows], alpha=0.15,
+                    color=ax.get_lines()[-1].get_color(), linewidth=0)
+
+
 def _method_lines(ax, rows: list[dict], key: str):
   for method in sorted({r["method"] for r in rows}):
     mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["generations"])
-    ax.plot([r["generations"] for r in mine], [r[key] for r in mine], marker="o", label=method)
+    _line(ax, mine, "generations", key, marker="o", label=method)
 
 
 def methods_vs_budget(rows: list[dict], title: str, bins: list[str], bin_kind: str, path: str,
@@ -50,7 +60,8 @@ def methods_vs_budget(rows: list[dict], title: str, bins: list[str], bin_kind: s
   handles, labels = axes[0].get_legend_handles_labels()
   fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), fontsize=8,
              bbox_to_anchor=(0.5, 0.0), title="method")
-  fig.suptitle(f"{title}: test accuracy against generation budget, by difficulty")
+  fig.suptitle(f"{title}: test accuracy against generation budget, by difficulty "
+               "(bands: 95% intervals)")
   _save(fig, path, dpi)
 
 
@@ -59,18 +70,17 @@ def compute_optimal(rows: list[dict], family: str, baseline: str, cost: float, p
   """Compute-optimal (oracle and predicted bins) against the baseline; the predicted curve
   also shifted right by the difficulty estimation it needs (charged)."""
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  x = [r["budget"] for r in rows]
-  ax.plot(x, [r["baseline"] for r in rows], marker="o", color="gray", label=baseline)
-  ax.plot(x, [r["compute_optimal_oracle"] for r in rows], marker="s",
-          label="compute-optimal, oracle bins")
-  ax.plot(x, [r["compute_optimal_predicted"] for r in rows], marker="^",
-          label="compute-optimal, predicted bins")
-  ax.plot([r["charged_budget"] for r in rows], [r["compute_optimal_predicted"] for r in rows],
-          marker="^", linestyle="--", alpha=0.6,
-          label=f"predicted bins + {cost:g} generations to estimate difficulty")
+  _line(ax, rows, "budget", "baseline", marker="o", color="gray", label=baseline)
+  _line(ax, rows, "budget", "compute_optimal_oracle", marker="s",
+        label="compute-optimal, oracle bins")
+  _line(ax, rows, "budget", "compute_optimal_predicted", marker="^",
+        label="compute-optimal, predicted bins")
+  _line(ax, rows, "charged_budget", "compute_optimal_predicted", band=False, marker="^",
+        linestyle="--", alpha=0.6,
+        label=f"predicted bins + {cost:g} generations to estimate difficulty")
   _budget_axis(ax)
   ax.set_ylabel("accuracy (2-fold cross-validated)")
-  ax.set_title(f"{family}: compute-optimal against {baseline}")
+  ax.set_title(f"{family}: compute-optimal against {baseline}\n(bands: 95% intervals)")
   ax.legend(fontsize=8)
   _save(fig, path, dpi)
 
@@ -80,18 +90,27 @@ def revision_ratio(rows: list[dict], budget: int, bin_kind: str, path: str, dpi:
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for b in sorted({r["bin"] for r in rows}, key=int):
     mine = sorted((r for r in rows if r["bin"] == b), key=lambda r: r["ratio"])
-    ax.plot([r["ratio"] for r in mine], [r["accuracy"] for r in mine], marker="o",
-            label=f"{bin_kind} bin {b}")
+    ax.errorbar([r["ratio"] for r in mine], [r["accuracy"] for r in mine],
+                yerr=_errors(mine, "accuracy"), marker="o", capsize=2,
+                label=f"{bin_kind} bin {b}")
   _budget_axis(ax, "sequential / parallel ratio: chain length / chains (log scale)")
   ax.set_ylabel("accuracy")
-  ax.set_title(f"Revisions at N = {budget}: accuracy by sequential/parallel split")
+  ax.set_title(f"Revisions at N = {budget}: accuracy by sequential/parallel split\n"
+               "(bars: 95% intervals)")
   ax.legend(fontsize=8, title="1 = easiest", loc="upper left", bbox_to_anchor=(1.01, 1.0))
   _save(fig, path, dpi)
 
 
+def _errors(rows: list[dict], key: str) -> np.ndarray:
+  """float[2, n]: distances from rows[key] down to key_lo and up to key_hi."""
+  return np.array([[r[key] - r[f"{key}_lo"] for r in rows], [r[f"{key}_hi"] - r[key]
+                                                              for r in rows]])
+
+
 def flops_matched(rows: list[dict], families: list[str], path: str, dpi: int):
-  """Relative accuracy difference (small + test-time compute vs the 14x model greedy) per
-  bin, one bar per R; hatched bars: matched budget beyond the largest run (lower bound)."""
+  """Accuracy difference (small + test-time compute minus the 14x model greedy) per bin, one
+  bar per R with its 95% interval; hatched bars: matched budget beyond the largest run (the
+  small model's accuracy a lower bound)."""
   fig, axes = plt.subplots(1, len(families), figsize=(6.0 * len(families), 4.2), squeeze=False)
   for ax, family in zip(axes[0], families):
     mine = [r for r in rows if r["family"] == family]
@@ -99,21 +118,20 @@ def flops_matched(rows: list[dict], families: list[str], path: str, dpi: int):
     ratios = sorted({r["R"] for r in mine})
     width = 0.8 / len(ratios)
     for i, ratio in enumerate(ratios):
-      for j, b in enumerate(bins):
-        r = next(x for x in mine if x["R"] == ratio and x["bin"] == b)
-        value = r["relative_difference"]
-        x = j + (i - (len(ratios) - 1) / 2) * width
-        ax.bar(x, 0.0 if value is None else 100 * value, width, color=f"C{i}",
+      cells = [next(x for x in mine if x["R"] == ratio and x["bin"] == b) for b in bins]
+      xs = np.arange(len(bins)) + (i - (len(ratios) - 1) / 2) * width
+      for x, r in zip(xs, cells):
+        ax.bar(x, 100 * r["difference"], width, color=f"C{i}",
                hatch="//" if r["where"] == "beyond_largest_run" else None)
-        if value is None:  # the 14x model gets nothing right: no relative difference
-          ax.text(x, 0.03, "n/a", transform=ax.get_xaxis_transform(), ha="center",
-                  fontsize=6, rotation=90)
+      ax.errorbar(xs, [100 * r["difference"] for r in cells],
+                  yerr=100 * _errors(cells, "difference"), fmt="none", ecolor="black",
+                  capsize=2, linewidth=0.8)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(bins)), [f"bin {b}" for b in bins])
     ax.set_xlabel("difficulty bin (1 = easiest)")
-    ax.set_ylabel("relative accuracy difference (%)\n> 0: test-time compute wins")
-    ax.set_title(f"{family}: small model + test-time compute\nvs the 14x model greedy, "
-                 "at matched FLOPs")
+    ax.set_ylabel("accuracy difference (points)\n> 0: test-time compute wins")
+    ax.set_title(f"{family}: small model + test-time compute\nminus the 14x model greedy, "
+                 "at matched FLOPs (95% intervals)")
     handles = [matplotlib.patches.Patch(color=f"C{i}", label=f"R = {ratio:g}")
                for i, ratio in enumerate(ratios)]
     handles.append(matplotlib.patches.Patch(facecolor="white", edgecolor="black", hatch="//",
@@ -121,4 +139,47 @@ def flops_matched(rows: list[dict], families: list[str], path: str, dpi: int):
     ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2),
               ncol=2, title="R = D_inference / D_pretrain", title_fontsize=8)
     ax.grid(alpha=0.3, axis="y")
+  _save(fig, path, dpi)
+
+
+def flops_tradeoff(rows: list[dict], family: str, bin_kind: str, path: str, dpi: int):
+  """Accuracy against inference FLOPs per question: the small model's compute-optimal curve
+  (band: 95% interval), the 14x model greedy (point, interval bar), and for each R the
+  small model's matched FLOPs (dotted line) and accuracy there (hollow: beyond the largest
+  run, a lower bound); one panel for all questions, one per bin."""
+  groups = sorted({r["group"] for r in rows}, key=lambda g: -1 if g == "all" else int(g))
+  rows_, cols = -(-len(groups) // 3), min(3, len(groups))
+  fig, grid = plt.subplots(rows_, cols, figsize=(4.4 * cols, 3.6 * rows_), sharey=True,
+                           squeeze=False)
+  axes = grid.ravel()
+  for ax, g in zip(axes, groups):
+    mine = [r for r in rows if r["group"] == g]
+    curve = sorted((r for r in mine if r["series"] == "compute_optimal"),
+                   key=lambda r: r["flops"])
+    _line(ax, curve, "flops", "accuracy", marker="o", markersize=3, color="C0",
+          label="small + compute-optimal")
+    large = [r for r in mine if r["series"] == "large_greedy"]
+    ax.errorbar([r["flops"] for r in large], [r["accuracy"] for r in large],
+                yerr=_errors(large, "accuracy"), fmt="*", color="black", markersize=10,
+                capsize=3, label="14x model greedy")
+    matched = [r for r in mine if r["series"] == "matched"]
+    for i, r in enumerate(sorted(matched, key=lambda r: r["R"])):
+      color = f"C{i + 1}"
+      ax.axvline(r["flops"], color=color, linestyle=":", linewidth=1)
+      beyond = r["where"] == "beyond_largest_run"
+      ax.plot([r["flops"]], [r["accuracy"]], marker="D", color=color,
+              markerfacecolor="white" if beyond else color,
+              label=f"matched, R = {r['R']:g}" + (" (lower bound)" if beyond else ""))
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("inference FLOPs per question (log scale)")
+    ax.set_title("all questions" if g == "all" else f"{bin_kind} bin {g}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="lower right")
+  for ax in grid[:, 0]:
+    ax.set_ylabel("accuracy")
+  for ax in axes[len(groups):]:
+    ax.set_visible(False)
+  fig.suptitle(f"{family}: accuracy against FLOPs, small model + test-time compute vs the "
+               "14x model (bands and bars: 95% intervals)")
   _save(fig, path, dpi)

@@ -25,11 +25,15 @@ class SelectConfig:
   # Charge each question the K generations (and FLOPs) spent estimating its difficulty
   # (the paper leaves them out; a deployed system pays them).
   charge_difficulty: bool = False
-  seed: int = 0  # the 2-fold split of every bin
+  seed: int = 0  # the 2-fold split of every bin, and the bootstrap's resamples
+  resamples: int = 1000  # paired bootstrap over questions: 95% intervals
 
   def __post_init__(self):
     if self.bins not in BIN_KINDS:
       raise ValueError(f"select.bins={self.bins!r}; use one of {BIN_KINDS}")
+    if self.resamples < 1000:
+      raise ValueError(f"select.resamples={self.resamples}: 95% percentile intervals need at "
+                       "least 1000 resamples")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ import os
 from tts import config_schema
 from tts.atomic_files import write_json_atomic, write_lines_atomic
 from tts.report import findings, plots
-from tts.scaling.config import ReportConfig
+from tts.scaling.config import BIN_KINDS, ReportConfig
 
 FAMILIES = ("search", "revisions")  # report order
 
@@ -34,63 +34,141 @@ def write_csv(path: str, rows: list[dict]):
   write_lines_atomic(path, [out.getvalue()])
 
 
+def _with_ci(key: str, value: float, ci) -> dict:
+  return {key: value, f"{key}_lo": ci[0], f"{key}_hi": ci[1]}
+
+
 def method_rows(settings: list[dict], bin_kind: str) -> list[dict]:
-  return [{"method": s["method"], "n": s["n"], "generations": s["generations"],
-           "accuracy": s["accuracy"], "mean_flops": s["mean_flops"],
-           **{f"bin_{b}": a for b, a in s[f"{bin_kind}_bins"].items()}} for s in settings]
+  rows = []
+  for s in settings:
+    row = {"method": s["method"], "n": s["n"], "generations": s["generations"],
+           **_with_ci("accuracy", s["accuracy"], s["accuracy_ci"]), "mean_flops": s["mean_flops"]}
+    for b, a in s[f"{bin_kind}_bins"].items():
+      row.update(_with_ci(f"bin_{b}", a, s[f"{bin_kind}_bins_ci"][b]))
+    rows.append(row)
+  return rows
 
 
 def compute_optimal_rows(entry: dict, cost: float) -> list[dict]:
-  return [{"budget": b, "baseline": entry["oracle"]["baseline"]["accuracy"][i],
-           "compute_optimal_oracle": entry["oracle"]["compute_optimal"]["accuracy"][i],
-           "compute_optimal_predicted": entry["predicted"]["compute_optimal"]["accuracy"][i],
+  curve = lambda kind, which, i: (entry[kind][which]["accuracy"][i],
+                                  entry[kind][which]["accuracy_ci"][i])
+  return [{"budget": b, **_with_ci("baseline", *curve("oracle", "baseline", i)),
+           **_with_ci("compute_optimal_oracle", *curve("oracle", "compute_optimal", i)),
+           **_with_ci("compute_optimal_predicted", *curve("predicted", "compute_optimal", i)),
            "charged_budget": b + cost} for i, b in enumerate(entry["budgets"])]
 
 
 def ratio_rows(settings: list[dict], bin_kind: str) -> tuple[int, list[dict]]:
   largest = max(s["n"] for s in settings)
   return largest, [{"bin": b, "chains": s["chains"], "chain_length": s["chain_length"],
-                    "ratio": s["chain_length"] / s["chains"], "accuracy": a}
+                    "ratio": s["chain_length"] / s["chains"],
+                    **_with_ci("accuracy", a, s[f"{bin_kind}_bins_ci"][b])}
                    for s in settings if s["n"] == largest
                    for b, a in s[f"{bin_kind}_bins"].items()]
 
 
-def flops_rows(flops: dict) -> list[dict]:
-  return [{"family": family, "R": per["R"], "multiplier": per["multiplier"], "bin": b, **v}
-          for family, rows in flops["families"].items() for per in rows.values()
-          for b, v in per["bins"].items()]
+def flops_rows(flops: dict, bin_kind: str) -> list[dict]:
+  return [{"family": family, "R": per["R"], "multiplier": per["multiplier"], "bin": b,
+           "target_flops": v["target_flops"], "where": v["where"],
+           "small_accuracy": v["small_accuracy"]["value"],
+           "large_accuracy": v["large_accuracy"]["value"],
+           **_with_ci("difference", v["absolute_difference"]["value"],
+                      v["absolute_difference"]["ci"])}
+          for family, kinds in flops["families"].items()
+          for per in kinds[bin_kind]["matched"].values() for b, v in per["bins"].items()]
+
+
+def tradeoff_rows(entry: dict) -> list[dict]:
+  """The FLOPs trade-off figure's points: per group (all questions, each bin), the
+  compute-optimal curve, the 14x model greedy and the matched point for each R."""
+  rows = []
+  for g, curve in entry["curves"].items():
+    rows += [{"group": g, "series": "compute_optimal", "R": "", "flops": f, "where": "",
+              **_with_ci("accuracy", a, ci)}
+             for f, a, ci in zip(curve["flops"], curve["accuracy"], curve["accuracy_ci"])]
+    large = entry["large"][g]
+    rows.append({"group": g, "series": "large_greedy", "R": "", "flops": large["flops"],
+                 "where": "", **_with_ci("accuracy", large["accuracy"]["value"],
+                                         large["accuracy"]["ci"])})
+    for per in entry["matched"].values():
+      cell = per["all"] if g == "all" else per["bins"][g]
+      rows.append({"group": g, "series": "matched", "R": per["R"],
+                   "flops": cell["target_flops"], "where": cell["where"],
+                   **_with_ci("accuracy", cell["small_accuracy"]["value"],
+                              cell["small_accuracy"]["ci"])})
+  return rows
+
+
+def matched_summary(per: dict) -> dict:
+  """One R's FLOPs-matched differences: absolute (all questions and per bin) and relative."""
+  return {"all": per["all"]["absolute_difference"],
+          "bins": {b: v["absolute_difference"] for b, v in per["bins"].items()},
+          "relative": {b: v["relative_difference"] for b, v in per["bins"].items()}}
+
+
+def _est(e: dict | None, scale: float = 1.0, unit: str = "") -> str:
+  if e is None:
+    return "n/a"
+  lo, hi = (scale * c for c in e["ci"])
+  return f"{scale * e['value']:+.1f}{unit} [{lo:+.1f}, {hi:+.1f}]"
 
 
 def summary_markdown(summary: dict, flops: dict) -> str:
+  boot = summary["bootstrap"]
   lines = ["# Findings of this run", "",
-           f"Difficulty bins: {summary['bins']} (1 = easiest). Budgets in generations per "
-           f"question; accuracies are 2-fold cross-validated. Difficulty estimation "
+           f"Difficulty bins 1 (easiest) to {len(summary['bin_names'])}; headline bins: "
+           f"{summary['bins']}. Budgets in generations per question. Every accuracy is 2-fold "
+           "cross-validated (the setting measured on a question was chosen on the other fold "
+           f"of its bin). Brackets: 95% intervals of a paired bootstrap over questions "
+           f"({boot['resamples']} resamples, seed {boot['seed']}). Difficulty estimation "
            f"({summary['difficulty_cost_generations']:g} generations per question) is "
            f"{'charged to' if summary['charge_difficulty'] else 'left out of'} the headline "
-           "budgets (the paper leaves it out; select.charge_difficulty charges it).", "",
-           "| finding | status | numbers |", "|---|---|---|"]
-  for name, f in summary["findings"].items():
-    lines.append(f"| {name} | **{f['status']}** | {f['statement']} |")
-  lines += ["", "## Efficiency ratio (baseline budget / compute-optimal budget)", ""]
-  for family, head in summary["efficiency_ratio"].items():
-    lines.append(f"- {family}: up to {head['max']:.2f}x at {head['at_budget']} generations"
-                 f"{' (lower bound)' if head['max_is_lower_bound'] else ''}, median "
-                 f"{head['median']:.2f}x")
-  lines += ["", "## FLOPs-matched: relative accuracy difference, small + test-time compute vs "
-            "the 14x model (> 0: test-time compute wins)", ""]
+           "budgets (the paper leaves it out; select.charge_difficulty charges it). The "
+           "compute-optimal menu is the paper's: PRM-scored best-of-N, beam search and "
+           "lookahead (for revisions, every sequential/parallel split); the extended menu adds "
+           "the other candidates (ORM, DVTS, other verifiers) and is reported apart.", "",
+           "| finding | oracle bins | predicted bins |", "|---|---|---|"]
+  kinds = list(summary["findings"])
+  for name in summary["findings"][kinds[0]]:
+    lines.append(f"| {name} | " + " | ".join(f"**{summary['findings'][k][name]['status']}**"
+                                             for k in kinds) + " |")
+  for kind in kinds:
+    lines += ["", f"### Verdicts with {kind} bins", ""]
+    lines += [f"- **{name}: {f['status']}.** {f['statement']}"
+              for name, f in summary["findings"][kind].items()]
+  lines += ["", "## Efficiency ratio (baseline budget / compute-optimal budget, "
+            "cross-validated)", ""]
+  for family, per_kind in summary["efficiency_ratio"].items():
+    for kind, head in per_kind.items():
+      lines.append(f"- {family}, {kind} bins, paper menu: {findings.headline_text(head)}")
+      extended = summary["extended_efficiency_ratio"].get(family, {}).get(kind)
+      if extended:
+        lines.append(f"- {family}, {kind} bins, extended menu: {findings.headline_text(extended)}")
+  lines += ["", "## Compute-optimal minus baseline at equal budget (accuracy points, "
+            "cross-validated)", ""]
+  for family, per_kind in summary["compute_optimal_minus_baseline"].items():
+    for kind, by_budget in per_kind.items():
+      lines.append(f"- {family}, {kind} bins: " + ", ".join(
+          f"{b}: {_est(e, 100)}" for b, e in by_budget.items()))
+  kind = summary["bins"]
+  lines += ["", f"## FLOPs-matched: small + test-time compute minus the 14x model, accuracy "
+            f"points ({kind} bins, cross-validated; > 0: test-time compute wins)", ""]
   for family in [f for f in FAMILIES if f in flops["families"]]:
-    for r, per in flops["families"][family].items():
-      cells = ", ".join(
-          f"bin {b}: " + ("n/a" if v["relative_difference"] is None else
-                          f"{100 * v['relative_difference']:+.1f}%")
-          + ("*" if v["where"] == "beyond_largest_run" else "") for b, v in per["bins"].items())
-      lines.append(f"- {family}, R = {r} (small model may spend {per['multiplier']:.1f}x the "
-                   f"14x model's inference tokens): {cells}")
-  lines += ["", "\\* the matched budget exceeds the largest budget run: the small model's "
-            "accuracy there is that of the largest run, a lower bound; n/a: the 14x model "
-            "gets nothing right in that bin."]
-  lines += ["", "## Figures (tables beside them as CSV)", ""]
-  lines += [f"- `{name}`" for name in summary["figures"]]
+    matched = flops["families"][family][kind]["matched"]
+    names = sorted(next(iter(matched.values()))["bins"], key=int)
+    lines += [f"{family}:", "", "| R | may spend (x the 14x model's inference FLOPs) | all | "
+              + " | ".join(f"bin {b}" for b in names) + " |",
+              "|---|---|---|" + "---|" * len(names)]
+    for r, per in matched.items():
+      cells = [per["all"]] + [per["bins"][b] for b in names]
+      lines.append(f"| {r} | {per['all']['flops_ratio']:.1f}x | " + " | ".join(
+          _est(c["absolute_difference"], 100) + ("*" if c["where"] == "beyond_largest_run"
+                                                 else "") for c in cells) + " |")
+    lines.append("")
+  lines += ["\\* the matched budget exceeds the largest budget run: the small model's "
+            "accuracy there is that of the largest run, a lower bound. Relative differences "
+            "are in report/summary.json.", "", "## Figures (tables beside them as CSV)", ""]
+  lines += [f"![{name}]({name})" for name in summary["figures"]]
   return "\n".join(lines) + "\n"
 
 
@@ -120,21 +198,34 @@ def run(ctx) -> dict:
     baseline = "best-of-N weighted" if family == "search" else "all-parallel revisions"
     figure(f"{family}_compute_optimal", compute_optimal_rows(entry, cost),
            plots.compute_optimal, family, baseline, cost)
+    figure(f"{family}_flops_tradeoff", tradeoff_rows(flops["families"][family][kind]),
+           plots.flops_tradeoff, family, kind)
   if "revisions" in settings:
     budget, rows = ratio_rows(settings["revisions"], kind)
     figure("revisions_ratio_by_bin", rows, plots.revision_ratio, budget, kind)
-  figure("flops_matched", flops_rows(flops), plots.flops_matched, families)
+  figure("flops_matched", flops_rows(flops, kind), plots.flops_matched, families)
 
   summary = {
-      "bins": kind, "charge_difficulty": selection["charge_difficulty"],
-      "difficulty_cost_generations": cost,
-      "findings": findings.all_findings(selection, settings, flops),
-      "efficiency_ratio": {f: selection["families"][f][kind]["efficiency_ratio"]
-                           for f in families},
-      "flops_matched": {f: {r: {b: v["relative_difference"] for b, v in per["bins"].items()}
-                            for r, per in flops["families"][f].items()} for f in families},
+      "bins": kind, "bin_names": bins, "charge_difficulty": selection["charge_difficulty"],
+      "difficulty_cost_generations": cost, "bootstrap": selection["bootstrap"],
+      "findings": {k: findings.all_findings(selection, flops, k) for k in BIN_KINDS},
+      "efficiency_ratio": {f: {k: selection["families"][f][k]["efficiency_ratio"]
+                               for k in BIN_KINDS} for f in families},
+      "compute_optimal_minus_baseline": {
+          f: {k: dict(zip(map(str, selection["families"][f]["budgets"]),
+                          ({"value": v, "ci": ci} for v, ci in zip(
+                              selection["families"][f][k]["difference"]["value"],
+                              selection["families"][f][k]["difference"]["ci"]))))
+              for k in BIN_KINDS} for f in families},
+      "extended_efficiency_ratio": {
+          f: {k: selection["families"][f]["extended"][k]["efficiency_ratio"]
+              for k in BIN_KINDS} for f in families if "extended" in selection["families"][f]},
+      "flops_matched": {f: {k: {r: matched_summary(per)
+                                for r, per in flops["families"][f][k]["matched"].items()}
+                            for k in BIN_KINDS} for f in families},
       "figures": figures}
   if ctx.is_main:
     write_json_atomic(os.path.join(directory, "summary.json"), summary)
     write_lines_atomic(os.path.join(directory, "summary.md"), [summary_markdown(summary, flops)])
-  return {name: f["status"] for name, f in summary["findings"].items()}
+  return {k: {name: f["status"] for name, f in per.items()}
+          for k, per in summary["findings"].items()}

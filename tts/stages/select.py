@@ -14,12 +14,14 @@ import numpy as np
 
 from tts import config_schema
 from tts.atomic_files import read_jsonl, write_json_atomic
-from tts.scaling import selection
+from tts.scaling import bootstrap, comparisons, flops
 from tts.scaling.config import BIN_KINDS, SelectConfig
-from tts.scaling.selection import Setting
+from tts.scaling.selection import Setting, two_folds
+from tts.train.checkpoints import load_model_config
 
 FAMILIES = {"search": "search", "revisions": "revision_search"}  # name -> stage folder
-SETTING_FIELDS = ("kind", "beam_width", "lookahead", "chains", "chain_length")
+SETTING_FIELDS = ("kind", "beam_width", "lookahead", "chains", "chain_length", "verifier")
+PAPER_SEARCH_KINDS = ("best_of_n", "beam", "lookahead")
 
 
 def read_difficulty(workdir: str) -> list[dict]:
@@ -48,17 +50,50 @@ def read_results(directory: str, ids: list[str]) -> dict[str, dict[int, list[dic
   return out
 
 
-def to_setting(method: str, n: int, records: list[dict], rule: str, path: str) -> Setting:
+def test_time_models(ctx, family: str) -> tuple:
+  """(policy ModelConfig, verifier name -> its directory) whose FLOPs a family's records
+  count: the small policy and search.verifiers, or the revision model and its ORM."""
+  if family == "search":
+    return (load_model_config(os.path.join(ctx.workdir, "policy", "small", "final")),
+            {name: os.path.join(ctx.workdir, spec.path)
+             for name, spec in ctx.config.search.verifiers.items()})
+  return (load_model_config(os.path.join(ctx.workdir, "revision", "final")),
+          {"revision_orm": os.path.join(ctx.workdir, "revision_orm", "final")})
+
+
+def model_config(directory: str):
+  """One of ours (model.json) or an imported Hugging Face checkpoint (config.json)."""
+  if os.path.exists(os.path.join(directory, "config.json")) and not os.path.exists(
+      os.path.join(directory, "model.json")):
+    from tts.interop.hf_import import read_model_config  # the `hf` extra
+    return read_model_config(directory)
+  return load_model_config(directory)
+
+
+def to_setting(method: str, n: int, records: list[dict], rule: str, path: str,
+               models: tuple) -> Setting:
+  """A setting from its records; FLOPs per question: policy + verifier parameters (the
+  records' counts) plus both models' attention (tts/scaling/flops.py)."""
   generations = {r["counts"]["generations"] for r in records}
   if len(generations) != 1:
     raise ValueError(f"{path}: counts.generations differs between questions {sorted(generations)}")
   if rule not in records[0]["selected"]:
     raise ValueError(f"select.rule={rule!r} is not in {path} (selected has "
                      f"{sorted(records[0]['selected'])})")
+  policy, verifiers = models
+  first = records[0]
+  if first["verifier"] not in verifiers:
+    raise ValueError(f"{path}: verifier {first['verifier']!r} is not under search.verifiers "
+                     f"({', '.join(sorted(verifiers))}); give its path there")
+  per_pair = (flops.attention_flops_per_pair(policy)
+              + flops.attention_flops_per_pair(model_config(verifiers[first["verifier"]])))
   return Setting(method, n, generations.pop(),
                  np.array([r["selected"][rule]["correct"] for r in records], bool),
                  np.array([r["counts"]["policy_flops"] + r["counts"]["verifier_flops"]
-                           for r in records], np.float64))
+                           + per_pair * flops.record_attention_pairs(r) for r in records],
+                          np.float64),
+                 kind=first["kind"], verifier=first["verifier"],
+                 beam_width=first.get("beam_width", 0), chains=first.get("chains", 0))
 
 
 def baseline_of(family: str, results: dict, settings: dict, cfg: SelectConfig) -> dict:
@@ -75,52 +110,65 @@ def baseline_of(family: str, results: dict, settings: dict, cfg: SelectConfig) -
   return {s.generations: s for s in chosen}
 
 
-def _round(values) -> list[float]:
-  return [round(float(v), 4) for v in values]
+def paper_menu(family: str, settings: list[Setting], baseline: dict) -> list[Setting]:
+  """The paper's compute-optimal candidates: search settings scored by the baseline's
+  verifier (the PRM) -- best-of-N, beam (M = sqrt(N), M = 4), lookahead; every revision
+  split. The others (ORM, DVTS, other verifiers) belong to the extended menu only."""
+  if family != "search":
+    return settings
+  verifier = next(iter(baseline.values())).verifier
+  return [s for s in settings if s.verifier == verifier and s.kind in PAPER_SEARCH_KINDS]
 
 
-def family_curves(settings: list[Setting], baseline: dict, bins, folds, extra_cost: float,
-                  charge: bool) -> dict:
-  """Compute-optimal and baseline accuracy and FLOPs per budget, overall and per bin."""
-  budgets = sorted(baseline)
-  results = [selection.compute_optimal(settings, bins, folds, b) for b in budgets]
-  out = {"compute_optimal": {"accuracy": _round(r.correct.mean() for r in results),
-                             "mean_flops": _round(r.flops.mean() for r in results),
-                             "mean_generations": _round(r.generations.mean() for r in results)},
-         "baseline": {"accuracy": _round(baseline[b].correct.mean() for b in budgets),
-                      "mean_flops": _round(baseline[b].flops.mean() for b in budgets)},
-         "by_bin": {}}
-  for b in np.unique(bins):
-    mask = bins == b
-    out["by_bin"][str(b)] = {
-        "questions": int(mask.sum()),
-        "compute_optimal": _round(r.correct[mask].mean() for r in results),
-        "compute_optimal_flops": _round(r.flops[mask].mean() for r in results),
-        "baseline": _round(baseline[n].correct[mask].mean() for n in budgets),
-        "baseline_flops": _round(baseline[n].flops[mask].mean() for n in budgets),
-        "choices": [r.choices[int(b)] for r in results]}
-  co, base = out["compute_optimal"]["accuracy"], out["baseline"]["accuracy"]
-  for key, cost in (("efficiency", 0.0), ("efficiency_charged", extra_cost)):
-    rows = selection.efficiency_ratios(budgets, co, budgets, base, extra_cost=cost)
-    out[key] = {"rows": rows, "headline": selection.headline_ratio(rows)}
-  out["efficiency_ratio"] = out["efficiency_charged" if charge else "efficiency"]["headline"]
-  return out
-
-
-def setting_table(settings: list[Setting], results: dict, bins_by_kind: dict) -> list[dict]:
-  """Each setting's accuracy overall and per bin, for the per-method plots."""
+def setting_table(settings: list[Setting], results: dict, bins_by_kind: dict, weights
+                  ) -> list[dict]:
+  """Each setting's accuracy (with its interval) overall and per bin, for the per-method
+  plots."""
+  correct = np.stack([s.correct for s in settings], axis=1)  # [Q, S]
+  overall = comparisons.cis(bootstrap.means(weights, correct))
+  per_bin = {kind: {str(b): comparisons.cis(bootstrap.means(weights, correct, bins == b))
+                    for b in np.unique(bins)} for kind, bins in bins_by_kind.items()}
   rows = []
-  for s in settings:
+  for i, s in enumerate(settings):
     first = results[s.method][s.n][0]
     row = {"method": s.method, "n": s.n, "generations": s.generations,
            **{k: first[k] for k in SETTING_FIELDS if k in first},
-           "accuracy": round(float(s.correct.mean()), 4),
+           "accuracy": round(float(s.correct.mean()), 4), "accuracy_ci": overall[i],
            "mean_flops": round(float(s.flops.mean()), 1)}
     for kind, bins in bins_by_kind.items():
       row[f"{kind}_bins"] = {str(b): round(float(s.correct[bins == b].mean()), 4)
                              for b in np.unique(bins)}
+      row[f"{kind}_bins_ci"] = {b: cis[i] for b, cis in per_bin[kind].items()}
     rows.append(row)
   return rows
+
+
+def family_entry(family: str, settings: list[Setting], baseline: dict, bins_by_kind: dict,
+                 weights, cost: float, cfg: SelectConfig) -> tuple[dict, dict]:
+  """selection.json's entry for one family, and compute-optimal's per-question outcomes and
+  FLOPs per bin kind (the flops stage bootstraps its matched comparison from them)."""
+  menu = paper_menu(family, settings, baseline)
+  entry = {"budgets": sorted(baseline), "baseline": [baseline[n].name for n in sorted(baseline)],
+           "menu": sorted(s.name for s in menu)}
+  extended = len(menu) < len(settings)
+  if extended:
+    entry["extended"] = {"menu": sorted(s.name for s in settings)}
+  per_question = {}
+  for kind, bins in bins_by_kind.items():
+    folds = two_folds(bins, cfg.seed)
+    curves = lambda candidates: comparisons.family_curves(
+        candidates, baseline, bins, folds, weights, cost, cfg.charge_difficulty)
+    entry[kind], correct, spent = curves(menu)
+    per_question[kind] = {"correct": correct.astype(int).tolist(), "flops": spent.tolist()}
+    if extended:
+      entry["extended"][kind] = curves(settings)[0]
+    if family == "search":
+      entry[kind]["beam_minus_best_of_n"] = comparisons.beam_minus_best_of_n(
+          menu, baseline, folds, weights)
+    else:
+      entry[kind]["sequential_advantage"] = comparisons.sequential_advantage(
+          settings, bins, folds, weights)
+  return entry, per_question
 
 
 def run(ctx) -> dict:
@@ -129,33 +177,37 @@ def run(ctx) -> dict:
   ids = [q["id"] for q in questions]
   bins_by_kind = {k: np.array([q[f"{k}_bin"] for q in questions]) for k in BIN_KINDS}
   cost = float(np.mean([q["estimation"]["generations"] for q in questions]))
+  weights = bootstrap.resample_weights(len(ids), cfg.resamples, cfg.seed)
   out = {"bins": cfg.bins, "rule": cfg.rule, "charge_difficulty": cfg.charge_difficulty,
-         "difficulty_cost_generations": cost, "questions": len(ids), "families": {}}
-  tables, summary = {}, {}
+         "difficulty_cost_generations": cost, "questions": len(ids),
+         "bootstrap": {"resamples": cfg.resamples, "seed": cfg.seed,
+                       "level": bootstrap.LEVEL, "unit": "question (paired)"},
+         "families": {}}
+  tables, per_question, summary = {}, {"ids": ids}, {}
   for family, folder in FAMILIES.items():
     results = read_results(ctx.stage_dir(folder), ids)
     if not results:
       continue
+    models = test_time_models(ctx, family)
     by_key = {(m, n): to_setting(m, n, rs, cfg.rule,
-                                 os.path.join(ctx.stage_dir(folder), m, f"n{n}.jsonl"))
+                                 os.path.join(ctx.stage_dir(folder), m, f"n{n}.jsonl"), models)
               for m, per in results.items() for n, rs in per.items()}
     baseline = baseline_of(family, results, by_key, cfg)
     if not baseline:
       raise ValueError(f"{ctx.stage_dir(folder)} has no baseline setting (all-parallel chains "
                        "with chains == N)")
     settings = list(by_key.values())
-    entry = {"budgets": sorted(baseline),
-             "baseline": [baseline[n].name for n in sorted(baseline)]}
-    for kind, bins in bins_by_kind.items():
-      folds = selection.two_folds(bins, cfg.seed)
-      entry[kind] = family_curves(settings, baseline, bins, folds, cost, cfg.charge_difficulty)
-    out["families"][family] = entry
-    tables[family] = setting_table(settings, results, bins_by_kind)
-    summary[family] = {k: entry[k]["efficiency_ratio"]["max"] for k in BIN_KINDS}
+    out["families"][family], per_question[family] = family_entry(
+        family, settings, baseline, bins_by_kind, weights, cost, cfg)
+    tables[family] = setting_table(settings, results, bins_by_kind, weights)
+    summary[family] = {k: out["families"][family][k]["efficiency_ratio"]["max"]
+                       for k in BIN_KINDS}
   if "search" not in out["families"]:
     raise FileNotFoundError(f"no result files under {ctx.stage_dir('search')}; run the search "
                             "stage first")
   if ctx.is_main:
-    write_json_atomic(os.path.join(ctx.stage_dir("select"), "selection.json"), out)
-    write_json_atomic(os.path.join(ctx.stage_dir("select"), "settings.json"), tables)
+    directory = ctx.stage_dir("select")
+    write_json_atomic(os.path.join(directory, "selection.json"), out)
+    write_json_atomic(os.path.join(directory, "settings.json"), tables)
+    write_json_atomic(os.path.join(directory, "per_question.json"), per_question)
   return {"efficiency_ratio_max": summary}
