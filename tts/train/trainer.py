@@ -160,6 +160,7 @@ class Trainer:
     Returns (params, history): history is the list of eval records.
     """
     cfg = self.cfg
+    section = desc.replace("/", ".")  # its config section, for messages: policy.small
     ckpts = TrainCheckpoints(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     state, start = self.new_state(init_params), 0
@@ -192,8 +193,8 @@ class Trainer:
           raise FloatingPointError(
               f"{desc}: loss is {record['loss']} (gradient norm {record['grad_norm']}) at step "
               f"{done}; nothing was saved after the "
-              f"last good checkpoint (step {last_good}) in {ckpts.directory}. Lower train.lr "
-              f"(now {cfg.lr}) or train.clip_norm, then rerun to resume from it")
+              f"last good checkpoint (step {last_good}) in {ckpts.directory}. Lower {section}.lr "
+              f"(now {cfg.lr}) or {section}.clip_norm, then rerun to resume from it")
         elapsed = time.perf_counter() - tick
         record.update(step=done, tokens_per_s=tokens_per_step * (done - tick_step) / elapsed)
         tick, tick_step = time.perf_counter(), done
@@ -215,7 +216,7 @@ class Trainer:
     ckpts.close()
     if best is not None:
       if not history:
-        raise ValueError(f"{desc}: train.keep_best needs validation data to pick weights")
+        raise ValueError(f"{section}.keep_best needs validation data to pick weights")
       return best.load(self.abstract_params), history
     return state["params"], history
 
