@@ -39,6 +39,18 @@ def write_json_if_changed(path: str, obj) -> bool:
   return True
 
 
+def check_replaceable(directory: str, marker: str, flag: str):
+  """A directory the tool may replace: absent, empty, or one it wrote (it holds `marker`).
+  Anything else is an error naming `flag`: never delete what the tool did not create."""
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    raise FileExistsError(f"{flag} {directory} is a file; pass a new or empty directory")
+  if os.path.isdir(directory) and os.listdir(directory) and not os.path.isfile(
+      os.path.join(directory, marker)):
+    raise FileExistsError(f"{flag} {directory} is not empty and was not written by this "
+                          f"command (no {marker}); its files are kept. Pass a new or empty "
+                          "directory")
+
+
 def write_jsonl_atomic(path: str, records):
   write_lines_atomic(path, [_dumps(r, f"{path} line {i}") + "\n"
                             for i, r in enumerate(records, 1)])
@@ -55,7 +67,7 @@ def _dumps(obj, where: str, **kwargs) -> str:
 
 def read_json(path: str):
   """The JSON value in `path`; a malformed file is a DataError naming file, line, column."""
-  text = _read_text(path)
+  text = read_text(path)
   try:
     return json.loads(text)
   except json.JSONDecodeError as e:
@@ -66,7 +78,7 @@ def read_json(path: str):
 def read_jsonl(path: str) -> list[dict]:
   """One JSON object per non-blank line; a bad line is a DataError naming file and line."""
   out = []
-  for number, line in enumerate(_read_text(path).splitlines(), 1):
+  for number, line in enumerate(read_text(path).split("\n"), 1):
     if not line.strip():
       continue
     try:
@@ -81,7 +93,8 @@ def read_jsonl(path: str) -> list[dict]:
   return out
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str) -> str:
+  """The UTF-8 text of `path`; other bytes are a DataError naming file and line."""
   with open(path, "rb") as f:
     data = f.read()
   try:

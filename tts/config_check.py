@@ -11,6 +11,7 @@ TYPED = {"prm": TrainConfig, "orm": TrainConfig, "revision": TrainConfig,
          "flops": FlopsConfig, "report": ReportConfig}
 # Plain sections: fields that count something (at least 1 each; tuples element-wise).
 POSITIVE = {
+    "task": ("num_train", "num_val", "num_test"),
     "data": ("max_len",),
     "policy_eval": ("num_questions", "samples", "max_new_tokens", "batch_size"),
     "label": ("num_questions", "solutions", "rollouts", "max_new_tokens",

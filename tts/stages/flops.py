@@ -9,13 +9,12 @@ compute-optimal curve (select stage, FLOPs counted from the result files: policy
 interpolated in log FLOPs between budgets run; when the matched budget exceeds the largest
 run, the largest run's accuracy stands and the row says `beyond_largest_run`.
 """
-import json
 import os
 
 import numpy as np
 
 from tts import config_schema
-from tts.atomic_files import write_json_atomic
+from tts.atomic_files import read_json, write_json_atomic
 from tts.scaling import flops
 from tts.scaling.config import FlopsConfig
 from tts.stages.select import read_difficulty
@@ -26,8 +25,7 @@ def _read_selection(workdir: str) -> dict:
   path = os.path.join(workdir, "select", "selection.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found; run the select stage first")
-  with open(path) as f:
-    return json.load(f)
+  return read_json(path)
 
 
 def pretraining_tokens(cfg, imported: int) -> dict[str, int]:

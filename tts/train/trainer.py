@@ -19,7 +19,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from tts.atomic_files import write_json_atomic, write_lines_atomic
+from tts.atomic_files import read_json, read_jsonl, write_json_atomic, write_lines_atomic
 from tts.model import ModelConfig, Transformer
 from tts.model.sharding import batch_sharding, param_shardings
 from tts.train import batches, checkpoints
@@ -233,8 +233,7 @@ class BestWeights:
     path = os.path.join(self.directory, "best.json")
     if not os.path.exists(path):
       return None
-    with open(path) as f:
-      return json.load(f)
+    return read_json(path)
 
   def save(self, step: int, params, model_cfg):
     old = self._pointer()
@@ -262,9 +261,7 @@ def _read_history(path: str, step: int) -> list[dict]:
   early-stopping decisions."""
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  return [r for r in records if r["step"] <= step and "val_loss" in r]
+  return [r for r in read_jsonl(path) if r["step"] <= step and "val_loss" in r]
 
 
 def _append_metrics(path: str, record: dict):
