@@ -52,7 +52,8 @@ STAGES = [
 
 # Errors a user can act on: shown as one line by the CLI, not a traceback.
 USER_ERRORS = (pipeline.StageError, workdir_lock.WorkdirLocked, DataError,
-               CheckpointMismatchError, FloatingPointError, FileNotFoundError, ValueError,
+               CheckpointMismatchError, FloatingPointError, FileNotFoundError, FileExistsError,
+               ValueError,
                KeyError)
 
 
