@@ -25,13 +25,16 @@ from tts.train.checkpoints import save_params
 
 
 def tts(capsys, *args, code=1) -> str:
-  """Runs `tts ARGS` in-process; returns stderr, which must be one `tts: error:` line."""
+  """Runs `tts ARGS` in-process; returns the `tts: error:` line that ends stderr (before it
+  only progress bars)."""
   with pytest.raises(SystemExit) as exit_info:
     cli.main(list(args))
   err = capsys.readouterr().err
   assert exit_info.value.code == code, err
-  assert err.startswith("tts: error: ") and err.count("\n") == 1, err
-  return err
+  line = err.splitlines()[-1]
+  assert line.startswith("tts: error: ") and err.endswith("\n"), err
+  assert "Traceback" not in err, err
+  return line
 
 
 def run_args(workdir, *extra) -> list[str]:
@@ -238,6 +241,15 @@ def test_missing_weights_are_named(finished, capsys):
   err = tts(capsys, "export", DEMO, "--workdir", str(finished), "--model", "prm/final",
             "--out", str(finished.parent / "out"), *TINY)
   assert "prm/final/params not found" in err
+
+
+def test_nan_loss_names_the_models_section(tmp_path, capsys):
+  workdir = tmp_path / "w"
+  cli.main(run_args(workdir, "--only", "data"))
+  err = tts(capsys, *run_args(workdir, "--only", "policy", "--config.policy.small.lr=inf"))
+  assert "policy.small.lr=inf: expected a finite number" in err
+  err = tts(capsys, *run_args(workdir, "--only", "policy", "--config.policy.small.lr=1e30"))
+  assert "policy/small: loss is nan" in err and "Lower policy.small.lr (now 1e+30)" in err
 
 
 def test_empty_data_file_is_named(tmp_path):

@@ -2,6 +2,7 @@
 type and range (a dataclass lists its fields that must be >= 1 in `POSITIVE`)."""
 import dataclasses
 import difflib
+import math
 
 _TYPES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
           tuple: "a tuple such as (1, 2)"}
@@ -41,6 +42,8 @@ def check_value(value, kind, field: str, positive: bool = False):
         tuple: lambda v: isinstance(v, (tuple, list))}.get(kind)
   if ok and not ok(value):
     raise ValueError(f"config {field}={value!r}: expected {_TYPES[kind]}")
+  if kind is float and not math.isfinite(value):
+    raise ValueError(f"config {field}={value!r}: expected a finite number")
   if positive:
     values = value if isinstance(value, (tuple, list)) else (value,)
     if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1

@@ -190,6 +190,7 @@ class Trainer:
         record = {k: float(v) for k, v in metrics.items()}
         if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
           ckpts.wait()
+          bar.close()  # so the error starts a line of its own
           raise FloatingPointError(
               f"{desc}: loss is {record['loss']} (gradient norm {record['grad_norm']}) at step "
               f"{done}; nothing was saved after the "
