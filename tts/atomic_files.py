@@ -22,13 +22,13 @@ def write_lines_atomic(path: str, lines):
 
 
 def write_json_atomic(path: str, obj):
-  write_lines_atomic(path, [_dumps(obj, path, indent=2, sort_keys=True)])
+  write_lines_atomic(path, [to_json(obj, path, indent=2, sort_keys=True)])
 
 
 def write_json_if_changed(path: str, obj) -> bool:
   """Writes `obj` unless `path` already holds exactly it, so rereading a finished workdir
   (even a read-only one) writes nothing. Returns whether it wrote."""
-  text = _dumps(obj, path, indent=2, sort_keys=True)
+  text = to_json(obj, path, indent=2, sort_keys=True)
   try:
     with open(path) as f:
       if f.read() == text:
@@ -52,12 +52,12 @@ def check_replaceable(directory: str, marker: str, flag: str):
 
 
 def write_jsonl_atomic(path: str, records):
-  write_lines_atomic(path, [_dumps(r, f"{path} line {i}") + "\n"
+  write_lines_atomic(path, [to_json(r, f"{path} line {i}") + "\n"
                             for i, r in enumerate(records, 1)])
 
 
-def _dumps(obj, where: str, **kwargs) -> str:
-  """json.dumps that refuses NaN and infinity (not JSON), naming where they are."""
+def to_json(obj, where: str, **kwargs) -> str:
+  """json.dumps that refuses NaN and infinity (not JSON), naming `where` and the key."""
   try:
     return json.dumps(obj, default=_json_default, allow_nan=False, **kwargs)
   except ValueError:

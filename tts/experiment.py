@@ -53,8 +53,7 @@ STAGES = [
 # Errors a user can act on: shown as one line by the CLI, not a traceback.
 USER_ERRORS = (pipeline.StageError, workdir_lock.WorkdirLocked, DataError,
                CheckpointMismatchError, FloatingPointError, FileNotFoundError, FileExistsError,
-               ValueError,
-               KeyError)
+               ValueError, KeyError)
 
 
 def run(config, workdir: str, only: str | None = None, force: bool = False) -> str:
@@ -63,8 +62,8 @@ def run(config, workdir: str, only: str | None = None, force: bool = False) -> s
   config_check.check_config(config)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise FileNotFoundError(f"--workdir {workdir} is a file; pass a directory")
-  if not os.path.isdir(workdir):
-    os.makedirs(workdir)
+  if not os.path.isdir(workdir):  # (makedirs would try to write to a read-only one)
+    os.makedirs(workdir, exist_ok=True)  # several processes may race here
   ctx = pipeline.Context(config=config, workdir=workdir)
   with workdir_lock.hold(workdir) if ctx.is_main else contextlib.nullcontext():
     if ctx.is_main:

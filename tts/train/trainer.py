@@ -19,7 +19,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from tts.atomic_files import read_json, read_jsonl, write_json_atomic, write_lines_atomic
+from tts.atomic_files import (read_json, read_jsonl, to_json, write_json_atomic,
+                              write_lines_atomic)
 from tts.model import ModelConfig, Transformer
 from tts.model.sharding import batch_sharding, param_shardings
 from tts.train import batches, checkpoints
@@ -268,7 +269,7 @@ def _read_history(path: str, step: int) -> list[dict]:
 def _append_metrics(path: str, record: dict):
   if jax.process_index() == 0:
     with open(path, "a") as f:
-      f.write(json.dumps(record, sort_keys=True) + "\n")
+      f.write(to_json(record, path, sort_keys=True) + "\n")
 
 
 def _truncate_metrics(path: str, step: int):
