@@ -252,6 +252,12 @@ def test_nan_loss_names_the_models_section(tmp_path, capsys):
   assert "policy/small: loss is nan" in err and "Lower policy.small.lr (now 1e+30)" in err
 
 
+def test_empty_split_is_named(finished, capsys):
+  (finished / "data" / "test.jsonl").write_text("\n")
+  err = tts(capsys, *run_args(finished, "--only", "search", "--force"))
+  assert "data/test.jsonl holds no examples; the test split is empty" in err
+
+
 def test_empty_data_file_is_named(tmp_path):
   path = tmp_path / "empty.jsonl"
   path.write_text("\n")

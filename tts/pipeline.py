@@ -21,6 +21,7 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 from tts.atomic_files import read_json, write_json_atomic
+from tts.data.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +89,8 @@ def read_record(directory: str, name: str, stage: str) -> dict | None:
   redo = f"redo the stage: --only {stage} --force"
   try:
     record = read_json(path)
-  except ValueError as e:
-    raise StageError(f"{e.args[0].split(';')[0]}; {redo}") from None
+  except DataError as e:
+    raise StageError(f"{e}: stage '{stage}' is not recorded right; {redo}") from None
   fields = {"fingerprint": str, "inputs": dict}
   if name == "done.json":
     fields["summary"] = dict
