@@ -113,6 +113,7 @@ def test_inputs_made_with_another_config_are_refused(finished, capsys):
   err = tts(capsys, *run_args(finished, "--only", "select", "--force",
                               "--config.search.seed=5"))
   assert "needs stage 'search'" in err and "--only search --force" in err
+  assert "search.seed: 0 -> 5" in err
   assert {k: v for k, v in tree(finished).items() if k != "config.json"} == {
       k: v for k, v in before.items() if k != "config.json"}
 

@@ -102,19 +102,22 @@ def read_record(directory: str, name: str, stage: str) -> dict | None:
   return record
 
 
-def _check_inputs(stage: Stage, ctx: "Context", prints: dict[str, str]):
+def _check_inputs(stage: Stage, ctx: "Context", made: dict[str, tuple[str, dict]]):
   """Each input of `stage` is done, and its done.json records the fingerprint this run's
-  config gives it (the one in the fingerprint of `stage`)."""
+  config gives it (`made`: stage -> fingerprint and inputs; the fingerprint of `stage`
+  includes these)."""
   for dep in stage.deps:
     record = read_record(ctx.stage_dir(dep), "done.json", dep)
     if record is None:
       raise StageError(f"stage '{stage.name}' needs stage '{dep}', which is not done in "
                        f"{ctx.workdir}; run it first (--only {dep}, or without --only)")
-    if record["fingerprint"] != prints[dep]:
+    fp, inputs = made[dep]
+    if record["fingerprint"] != fp:
+      changed = _changed_fields(record["inputs"], inputs)
       raise StageError(
           f"stage '{stage.name}' needs stage '{dep}', but {ctx.stage_dir(dep)} was made with "
-          f"a different config; redo it first (--only {dep} --force) or run with the config "
-          "it was made with")
+          f"a different config ({'; '.join(changed[:5])}); redo it first (--only {dep} "
+          "--force) or run with the config it was made with")
 
 
 def sync(name: str):
@@ -140,10 +143,10 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
   off_names = {s.name for s in off}
   stages = [dataclasses.replace(s, deps=tuple(d for d in s.deps if d not in off_names))
             for s in stages if s not in off]
-  prints, summaries = {}, {}
+  prints, made, summaries = {}, {}, {}
   for stage in stages:
     fp, inputs = fingerprint(stage, ctx.config, prints)
-    prints[stage.name] = fp
+    prints[stage.name], made[stage.name] = fp, (fp, inputs)
     if only is not None and stage.name != only:
       continue
     directory = ctx.stage_dir(stage.name)
@@ -157,7 +160,7 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
             f"({'; '.join(changed[:5])}). Its files are kept. Rerun with --force to redo it, "
             "or use a new --workdir")
     # Inputs made with another config are never read, nor a result made from them kept.
-    _check_inputs(stage, ctx, prints)
+    _check_inputs(stage, ctx, made)
     if record and "summary" in record and not force:
       log(f"[{stage.name}] done already, skipped ({directory}/done.json)")
       summaries[stage.name] = record["summary"]
