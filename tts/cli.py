@@ -28,8 +28,9 @@ STAGE_COMMANDS = ("data", "policy", "label", "prm", "orm", "search", "difficulty
 def load_config(path: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"config file {path} not found; pass a path such as {DEFAULT_CONFIG}")
-  spec = importlib.util.spec_from_file_location("tts_user_config", path)
-  if not os.path.isfile(path) or spec is None:
+  spec = importlib.util.spec_from_file_location("tts_user_config", path) \
+      if os.path.isfile(path) else None
+  if spec is None:
     raise FileNotFoundError(f"config {path} is not a Python file; pass a path such as "
                             f"{DEFAULT_CONFIG}")
   module = importlib.util.module_from_spec(spec)

@@ -61,7 +61,7 @@ def run(config, workdir: str, only: str | None = None, force: bool = False) -> s
   holds the workdir's lock (the other processes of a multi-process run share it)."""
   config_check.check_config(config)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise FileNotFoundError(f"--workdir {workdir} is a file; pass a directory")
+    raise FileExistsError(f"--workdir {workdir} is a file; pass a directory")
   if not os.path.isdir(workdir):  # (makedirs would try to write to a read-only one)
     os.makedirs(workdir, exist_ok=True)  # several processes may race here
   ctx = pipeline.Context(config=config, workdir=workdir)

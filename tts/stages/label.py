@@ -41,8 +41,8 @@ def read_shards(workdir: str, shards: int | None = None) -> list[dict]:
     records, kept = read_jsonl(path), shard_counts(workdir, i)["solutions_kept"]
     if len(records) != kept:
       raise DataError(f"{path} holds {len(records)} solutions but {path}.counts records {kept}; "
-                      f"the shard is damaged: delete both files and rerun the label stage "
-                      "(it redoes missing shards)")
+                      f"the shard is damaged: delete both files and label/done.json, then "
+                      "rerun --only label (it redoes missing shards)")
     out += records
   return out
 
