@@ -143,6 +143,20 @@ def test_damaged_weights_are_named_on_restore(finished, capsys):
   assert "prm/final/params: tensor final_norm/scale holds NaN" in err and "--force" in err
 
 
+def test_corrupted_checkpoint_block_is_named(finished, capsys):
+  """2 KB of random bytes inside the largest file of a verifier's weights (the issue's
+  case): orbax fails to read them; the error names the checkpoint, not a traceback."""
+  directory = saved_model(finished / "prm" / "final")
+  files = [p for p in (directory / "params").rglob("*") if p.is_file()]
+  block = max(files, key=lambda p: p.stat().st_size)
+  data = bytearray(block.read_bytes())
+  data[len(data) // 2:len(data) // 2 + 2048] = np.random.default_rng(0).bytes(2048)
+  block.write_bytes(bytes(data))
+  err = tts(capsys, "export", DEMO, "--workdir", str(finished), "--model", "prm/final",
+            "--out", str(finished.parent / "out"), *TINY)
+  assert "prm/final/params: the checkpoint cannot be read" in err and "--force" in err
+
+
 # 4. A label shard that lost solutions.
 
 def test_emptied_label_shard_is_named(finished, capsys):

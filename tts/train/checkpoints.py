@@ -20,6 +20,21 @@ class CheckpointMismatchError(ValueError):
   """A stored checkpoint does not fit the model the config describes."""
 
 
+class CheckpointDamagedError(ValueError):
+  """Orbax could not read a stored checkpoint (its bytes are damaged or missing)."""
+
+
+def _restore(restore, where: str, fix: str):
+  """restore(); any failure to read the stored bytes (orbax raises plain Exception) is a
+  CheckpointDamagedError naming `where` and the fix."""
+  try:
+    return restore()
+  except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise bare Exception
+    reason = str(e).split("\n")[0].split(". See full")[0]
+    raise CheckpointDamagedError(f"{where}: the checkpoint cannot be read ({reason}); it is "
+                                 f"damaged. {fix}") from None
+
+
 def _path_name(path) -> str:
   # Orbax stores dict keys as strings: blocks/0/attn/q names the same tensor either way.
   return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
@@ -70,9 +85,11 @@ class TrainCheckpoints:
     """abstract_state: ShapeDtypeStructs carrying the target shardings."""
     stored = self.manager.item_metadata(step)["state"]
     check_shapes(stored["params"], abstract_state["params"], f"{self.directory}/{step}")
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    check_finite(restored["state"]["params"], f"{self.directory}/{step}")
+    where = f"{self.directory}/{step}"
+    restored = _restore(lambda: self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())), where,
+        f"Delete {where} to resume from the checkpoint before it, or rerun with --force")
+    check_finite(restored["state"]["params"], where)
     return restored["state"], restored["meta"]
 
   def wait(self):
@@ -123,7 +140,8 @@ def load_params(directory: str, abstract_params):
                             "are missing; rerun the stage that wrote it with --force")
   with ocp.StandardCheckpointer() as ckpt:
     check_shapes(ckpt.metadata(path).item_metadata.tree, abstract_params, path)
-    params = ckpt.restore(path, abstract_params)
+    params = _restore(lambda: ckpt.restore(path, abstract_params), path,
+                      "Rerun the stage that wrote it with --force")
   check_finite(params, path)
   return params
 
