@@ -226,6 +226,8 @@ def test_non_utf8_file_is_named(tmp_path):
     ("--config.search.budgets=5", "search.budgets: expected a tuple such as (5,)"),
     ("--config.search=3", "--config.search: '3' replaces a whole section"),
     ("--config.task.num_test=0", "task.num_test=0: must be at least 1"),
+    ("--config.models.small.num_kv_heads=0", "models.small.num_kv_heads=0: must be at least 1"),
+    ("--config.policy.small.lr=inf", "policy.small.lr=inf: expected a finite number"),
 ])
 def test_out_of_range_config_is_named_before_any_stage(tmp_path, capsys, override, needle):
   workdir = tmp_path / "new"
@@ -261,8 +263,6 @@ def test_missing_weights_are_named(finished, capsys):
 def test_nan_loss_names_the_models_section(tmp_path, capsys):
   workdir = tmp_path / "w"
   cli.main(run_args(workdir, "--only", "data"))
-  err = tts(capsys, *run_args(workdir, "--only", "policy", "--config.policy.small.lr=inf"))
-  assert "policy.small.lr=inf: expected a finite number" in err
   err = tts(capsys, *run_args(workdir, "--only", "policy", "--config.policy.small.lr=1e30"))
   assert "policy/small: loss is nan" in err and "Lower policy.small.lr (now 1e+30)" in err
 

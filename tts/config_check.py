@@ -2,6 +2,7 @@
 dataclass describes is built from it (unknown fields, types, ranges), and the counts of
 the plain sections must be >= 1. One error names the field and what to set."""
 from tts import config_schema
+from tts.model.config import ModelConfig
 from tts.scaling.config import DifficultyConfig, FlopsConfig, ReportConfig, SelectConfig
 from tts.search.methods import MethodConfig
 from tts.train.config import TrainConfig
@@ -30,6 +31,8 @@ def check_config(config):
   for name, section in _section(config, "policy", "small").items():
     if "hf_path" not in section:  # an imported model is not trained
       config_schema.build(TrainConfig, section, f"policy.{name}")
+  for name, section in _section(config, "models", "small").items():
+    config_schema.build(ModelConfig, section, f"models.{name}", vocab_size=1)  # from the task
   for name, cls in TYPED.items():
     if name in config:
       config_schema.build(cls, config[name], name)
