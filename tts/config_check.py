@@ -48,8 +48,4 @@ def check_config(config):
 
 def _section(parent, dotted: str, example: str):
   """The section `dotted` of `parent` (empty when absent), which must be a dict."""
-  section = parent.get(dotted.split(".")[-1], {})
-  if not hasattr(section, "keys"):
-    raise ValueError(f"config {dotted} is {section!r}; it must be a section (a dict of "
-                     f"fields such as {dotted}.{example})")
-  return section
+  return config_schema.require_section(parent.get(dotted.split(".")[-1], {}), dotted, example)

@@ -11,9 +11,7 @@ _TYPES = {int: "an integer", float: "a number", bool: "true or false", str: "a s
 def build(cls, section, name: str, **overrides):
   """cls(**section, **overrides); an unknown field, a value of the wrong type or out of
   range is an error naming `name.field` and the fix."""
-  if not hasattr(section, "keys"):
-    raise ValueError(f"config {name} is {section!r}; it must be a section (a dict of fields "
-                     f"such as {name}.{dataclasses.fields(cls)[0].name})")
+  require_section(section, name, dataclasses.fields(cls)[0].name)
   given = dict(section.to_dict() if hasattr(section, "to_dict") else section)
   fields = [f.name for f in dataclasses.fields(cls)]
   for key in given:
@@ -30,6 +28,14 @@ def build(cls, section, name: str, **overrides):
     return cls(**given)
   except (TypeError, ValueError) as e:
     raise ValueError(f"config {name}: {e}") from None
+
+
+def require_section(section, name: str, example: str):
+  """A config section must be a dict of fields (not a value put where a section belongs)."""
+  if not hasattr(section, "keys"):
+    raise ValueError(f"config {name} is {section!r}; it must be a section (a dict of fields "
+                     f"such as {name}.{example})")
+  return section
 
 
 def check_value(value, kind, field: str, positive: bool = False):
