@@ -10,13 +10,12 @@ policy + verifier, attention included), interpolated in log FLOPs between budget
 the matched budget exceeds the largest run, the largest run's accuracy stands and the cell
 says `beyond_largest_run`. Intervals: the select stage's paired bootstrap (same resamples).
 """
-import json
 import os
 
 import numpy as np
 
 from tts import config_schema
-from tts.atomic_files import write_json_atomic
+from tts.atomic_files import read_json, write_json_atomic
 from tts.scaling import bootstrap, comparisons, flops
 from tts.scaling.config import BIN_KINDS, FlopsConfig
 from tts.stages.select import read_difficulty
@@ -27,8 +26,7 @@ def _read(workdir: str, name: str) -> dict:
   path = os.path.join(workdir, "select", name)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found; run the select stage first")
-  with open(path) as f:
-    return json.load(f)
+  return read_json(path)
 
 
 def pretraining_tokens(cfg, imported: int) -> dict[str, int]:
