@@ -59,13 +59,9 @@ def run(ctx) -> dict:
   read = [p + (s[:-1] if s and s[-1] == eos else s) for p, s in zip(prompts, samples)]
   scores = verifier.final_readings(prm, read, eos, task.vocab.pad_id,
                                    cfg.batch_size).reshape(q, k).astype(np.float64)
-  bad = np.argwhere(~np.isfinite(scores))
-  if len(bad):
-    i, j = bad[0]
-    raise FloatingPointError(
-        f"difficulty: the verifier search.verifiers.{cfg.verifier} scored sample {j} of question "
-        f"{questions[i]['id']!r} {scores[i, j]} ({len(bad)} non-finite scores); its weights are "
-        "damaged or diverged: redo the stage that trained it with --force")
+  verifier.check_finite_readings(
+      scores, lambda at: f"sample {at[1]} of question {questions[at[0]]['id']!r}",
+      f"search.verifiers.{cfg.verifier}")
 
   greedy = sample_questions(large, [x["prompt_ids"] for x in questions],
                             jax.random.split(jax.random.key(cfg.seed), q),
