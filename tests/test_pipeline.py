@@ -6,6 +6,7 @@ import ml_collections
 import pytest
 
 from tts import cli, pipeline
+from tts.data import math_grader
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")
 
@@ -34,6 +35,19 @@ def test_done_stages_are_skipped(tmp_path):
   assert calls == ["first", "second"]
   done = json.load(open(tmp_path / "second" / "done.json"))
   assert done["summary"] == {"ran": "second"}
+
+
+def test_grading_timeouts_are_reported_in_done_json(tmp_path):
+  """An answer the grader gave up on is graded wrong; the stage's record says how many."""
+  def grade(ctx):
+    os.makedirs(ctx.stage_dir("grade"), exist_ok=True)
+    return {"correct": math_grader.compare("2", "9^{9^{9}}", deadline_s=1)}
+  logged = []
+  pipeline.run_stages([pipeline.Stage("grade", grade, config_keys=("a",))],
+                      pipeline.Context(_config(), str(tmp_path)), log=logged.append)
+  done = json.load(open(tmp_path / "grade" / "done.json"))
+  assert done["summary"] == {"correct": False} and done["grading_timeouts"] == 1
+  assert "[grade] 1 answer comparisons timed out, graded as wrong" in logged
 
 
 def test_changed_config_is_refused_and_names_the_field(tmp_path):

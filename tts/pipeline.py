@@ -19,6 +19,7 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 from tts.atomic_files import write_json_atomic
+from tts.data import math_grader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,13 +136,15 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
                         {"fingerprint": fp, "inputs": inputs})
     sync(f"tts: {stage.name} started")
     log(f"[{stage.name}] running")
-    start = time.time()
+    start, timeouts = time.time(), math_grader.timeouts()
     summary = stage.run(ctx)
-    elapsed = time.time() - start
+    elapsed, timeouts = time.time() - start, math_grader.timeouts() - timeouts
+    if timeouts:
+      log(f"[{stage.name}] {timeouts} answer comparisons timed out, graded as wrong")
     if ctx.is_main:
       write_json_atomic(os.path.join(directory, "done.json"),
                         {"fingerprint": fp, "inputs": inputs, "summary": summary,
-                         "seconds": round(elapsed, 1)})
+                         "seconds": round(elapsed, 1), "grading_timeouts": timeouts})
     sync(f"tts: {stage.name} done")
     log(f"[{stage.name}] done in {elapsed:.0f} s")
     summaries[stage.name] = summary
