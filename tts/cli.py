@@ -3,7 +3,8 @@
   tts run configs/demo.py --workdir runs/demo [--only STAGE] [--force] [--config.a.b=value ...]
   tts search configs/demo.py --workdir runs/demo   # one stage: same as run --only search
   tts import HF_DIR --out DIR [--good_token T --bad_token T]   # Hugging Face -> ours
-  tts export configs/demo.py --workdir runs/demo --model prm/final --out HF_DIR
+  tts export configs/demo.py --workdir runs/demo --model prm/final --out HF_DIR [--dtype bfloat16]
+  tts export --model runs/imported/policy --out HF_DIR   # an imported model: no config
 
 Multi-host: pass --distributed on every host (TPU pods and SLURM clusters are detected by
 `jax.distributed.initialize()`), or the explicit --coordinator/--num_processes/--process_id.
@@ -110,14 +111,24 @@ def main(argv=None):
   imp.add_argument("--good_token", default="", help="causal-LM PRM: the good-step token")
   imp.add_argument("--bad_token", default="", help="causal-LM PRM: the bad-step token")
   exp = sub.add_parser("export", help="a saved model -> a Hugging Face directory")
-  exp.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
-  exp.add_argument("--workdir", default="runs/demo")
+  exp.add_argument("config", nargs="?", help="the experiment's config (for a trained "
+                   "model's tokenizer; an imported model keeps its own)")
+  exp.add_argument("--workdir", default=".", help="the run --model is under (default: .)")
   exp.add_argument("--model", required=True, help="e.g. policy/small/final, prm/final")
   exp.add_argument("--out", required=True)
+  exp.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="weight dtype (bfloat16 for serving)")
+  exp.add_argument("--max_positions", type=int, default=0,
+                   help="max_position_embeddings when the model records none (ours; "
+                   "default 4096); an imported model keeps its own")
+  exp.add_argument("--max_shard_mb", type=int, default=5120,
+                   help="split the weights into shards of at most this size")
   args, overrides = parser.parse_known_args(argv)
   if args.command == "import":
     return _interop(parser, args, overrides)
 
+  if args.command == "export" and args.config is None:
+    return _interop(parser, args, overrides)
   try:
     config = apply_overrides(load_config(args.config), overrides, args.config)
   except (FileNotFoundError, KeyError, ValueError, AttributeError) as e:
@@ -145,7 +156,9 @@ def _interop(parser, args, overrides=(), config=None):
     if args.command == "import":
       out = commands.import_checkpoint(args.hf_dir, args.out, args.good_token, args.bad_token)
     else:
-      out = commands.export_model(config, args.workdir, args.model, args.out)
+      out = commands.export_model(config, args.workdir, args.model, args.out,
+                                  dtype=args.dtype, max_positions=args.max_positions,
+                                  max_shard_bytes=args.max_shard_mb << 20)
   except experiment.USER_ERRORS as e:
     parser.exit(1, f"tts: error: {e}\n")
   print(f"tts: {args.command}ed to {out}")
