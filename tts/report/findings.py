@@ -1,4 +1,4 @@
-"""The paper's four findings (PAPER.md), each judged from the select and flops files:
+"""The paper's four findings (docs/paper.md), each judged from the select and flops files:
 reproduced, partly, not reproduced or not measurable, with the numbers behind the verdict.
 
 Thresholds are ours (the paper gives curves, not tests) and are stated in each statement.

@@ -1,6 +1,6 @@
 """FLOPs accounting (Kaplan et al.): pretraining 6*N*D, inference 2*N*D, and the
 inference budget that makes a small model plus test-time compute cost as much as a model
-M times larger decoding once (PAPER.md, FLOPs-matched comparison).
+M times larger decoding once (docs/paper.md, FLOPs-matched comparison).
 
 Large:  6*(M*N)*D_pre + 2*(M*N)*D_inf.  Small spending X times the inference tokens:
 6*N*D_pre + 2*N*(X*D_inf).  Equal when X = M + 3*(M - 1)/R, with R = D_inf / D_pre.
