@@ -1,6 +1,8 @@
 """Stage bookkeeping and the command line: skip, refuse, force, overrides."""
 import json
 import os
+import subprocess
+import sys
 
 import ml_collections
 import pytest
@@ -115,3 +117,46 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
   with pytest.raises(SystemExit):
     cli.main(["run", DEMO, "--workdir", str(tmp_path), "--config.polcy.x=1"])
   assert "did you mean policy" in capsys.readouterr().err
+
+
+def test_run_help_lists_overrides_and_stages(capsys):
+  """A new user learns --config.* and the stage names from --help, not from the source."""
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["run", "--help"])
+  assert exit_info.value.code == 0
+  text = " ".join(capsys.readouterr().out.split())
+  assert "--config.SECTION.FIELD=VALUE" in text and "--config.policy.small.steps=100" in text
+  assert ", ".join(cli.STAGE_COMMANDS) in text
+  with pytest.raises(SystemExit):
+    cli.main(["run", "--only", "serch"])
+  assert "invalid choice: 'serch'" in capsys.readouterr().err
+
+
+def test_default_workdir_is_named_after_the_config(tmp_path, monkeypatch):
+  """Two configs run without --workdir must not share (and refuse) one runs/demo."""
+  from tts import experiment
+  (tmp_path / "my_exp.py").write_text(
+    "import ml_collections\n"
+    "def get_config():\n  return ml_collections.ConfigDict({'a': 1})\n")
+  used = []
+  monkeypatch.setattr(experiment, "run", lambda config, workdir, **_: used.append(workdir)
+                      or os.path.join(workdir, "summary.json"))
+  monkeypatch.chdir(tmp_path)
+  cli.main(["run", "my_exp.py"])
+  cli.main(["run", "my_exp.py", "--workdir", "elsewhere"])
+  assert used == [os.path.join("runs", "my_exp"), "elsewhere"]
+
+
+@pytest.mark.parametrize("argv", [["import", "hf_dir", "--out", "out"],
+                                  ["export", "--model", "m", "--out", "out"]])
+def test_missing_hf_extra_gives_the_install_command(tmp_path, argv):
+  """Without safetensors, `tts import` / `tts export` say how to install the extra."""
+  code = ("import sys; sys.modules['safetensors'] = None\n"
+          "from tts import cli; cli.main(sys.argv[1:])")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": root})
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      "tts: error: this needs the `hf` extra (module 'safetensors' is missing); install it "
+      "with: python3 -m pip install -e '.[hf]'")
