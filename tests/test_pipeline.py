@@ -1,6 +1,8 @@
 """Stage bookkeeping and the command line: skip, refuse, force, overrides."""
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -160,3 +162,15 @@ def test_missing_hf_extra_gives_the_install_command(tmp_path, argv):
   assert result.stderr.strip().splitlines()[-1] == (
       "tts: error: this needs the `hf` extra (module 'safetensors' is missing); install it "
       "with: python3 -m pip install -e '.[hf]'")
+
+
+def test_log_lines_carry_the_process_index(tmp_path, capsys):
+  """Logs of many hosts are merged; each line says which process wrote it."""
+  from tts import logs
+  logs.setup(process_index=3)
+  try:
+    pipeline.run_stages(_stages([]), pipeline.Context(_config(), str(tmp_path)))
+  finally:
+    logging.getLogger(logs.NAME).handlers.clear()
+  lines = capsys.readouterr().err.splitlines()
+  assert any(re.fullmatch(r"\d\d:\d\d:\d\d p3 \[first\] running", line) for line in lines), lines

@@ -171,7 +171,10 @@ def main(argv=None):
   if args.command == "export":
     return _interop(parser, args, config=config)
   _init_distributed(args)
-  from tts import experiment  # imports jax and the stages; after argument errors are shown
+  import jax
+
+  from tts import experiment, logs  # imports jax and the stages; after argument errors show
+  logs.setup(jax.process_index())
   try:
     only = args.only if args.command == "run" else args.command
     summary = experiment.run(config, args.workdir, only=only, force=args.force)

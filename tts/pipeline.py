@@ -9,6 +9,7 @@ was killed resumes: its trainers restore their latest checkpoints.
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -89,7 +90,7 @@ def sync(name: str):
 
 
 def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force: bool = False,
-               log=print) -> dict[str, dict]:
+               log=logging.getLogger("tts").info) -> dict[str, dict]:
   """Runs the stages in order (or just `only`), skipping the ones already done.
 
   With several processes, all run every stage; process 0 writes the bookkeeping files and
