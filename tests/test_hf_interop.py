@@ -49,6 +49,7 @@ def _torch_logits(hf_model, tokens: np.ndarray) -> np.ndarray:
 TOKENS = np.random.default_rng(0).integers(0, 320, (2, 12))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,tie,theta", [("llama", False, 10_000.0), ("qwen2", True, 1e6)])
 def test_import_matches_transformers(tmp_path, kind, tie, theta):
   hf_model = hf_models.save_tiny_model(str(tmp_path), kind, tie=tie, rope_theta=theta)
@@ -82,6 +83,7 @@ def load_export(directory: str, architecture: str):
   return hf_model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tie,bias,dtype,architecture", [
     (True, False, "float32", "LlamaForCausalLM"),
     (False, True, "float32", "Qwen2ForCausalLM"),  # q/k/v biases, no o_proj bias
@@ -282,6 +284,7 @@ print("max_diff", np.abs(run(sharded) - run(single)).max())
 """
 
 
+@pytest.mark.slow
 def test_sharded_import_reads_each_devices_slice(tiny_llama):
   """On 4 forced host devices (fsdp=2 x tensor=2) every device's callback reads a quarter of
   q_proj (its half of the heads, its half of d_model), and the sharded model computes the
