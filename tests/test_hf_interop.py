@@ -23,6 +23,7 @@ import hf_models  # noqa: E402
 from tts import cli  # noqa: E402
 from tts.data.chain import chain_vocabulary  # noqa: E402
 from tts.data.hf_tokenizer import HFTokenizer, export_tokenizer  # noqa: E402
+from tts.data.tasks import task_config  # noqa: E402
 from tts.data.vocab import ByteVocabulary  # noqa: E402
 from tts.interop.hf_export import export_hf  # noqa: E402
 from tts.interop.hf_import import load_hf_model  # noqa: E402
@@ -166,13 +167,22 @@ def test_imported_model_keeps_its_tokenizer_and_exports_without_config(tmp_path)
   assert generation.eos_token_id == HFTokenizer(str(source)).eos_id
 
 
-def test_export_of_a_trained_model_without_config_says_what_to_pass(tmp_path, capsys):
+def test_export_of_a_trained_model_takes_the_runs_config(tmp_path, capsys):
+  """A trained model's tokenizer comes from its task: from the config named on the command
+  line, else from the run's saved config.json, else the error says what to pass."""
   ours = _random_model()
-  save_params(str(tmp_path / "orbax"), ours.params, ours.cfg)
+  save_params(str(tmp_path / "run" / "policy"), ours.params, ours.cfg)
+  argv = ["export", "--workdir", str(tmp_path / "run"), "--model", "policy", "--out",
+          str(tmp_path / "hf")]
   with pytest.raises(SystemExit):
-    cli.main(["export", "--model", str(tmp_path / "orbax"), "--out", str(tmp_path / "hf")])
+    cli.main(argv)
   assert "pass the experiment's config" in capsys.readouterr().err
   assert not (tmp_path / "hf").exists()
+  task = {"task": task_config("chain", modulus=13).to_dict()}
+  (tmp_path / "run" / "config.json").write_text(json.dumps(task))
+  cli.main(argv)
+  assert HFTokenizer(str(tmp_path / "hf")).encode("3 + 4 = 7\n") == chain_vocabulary(13).encode(
+      "3 + 4 = 7\n")
 
 
 @pytest.fixture(scope="module")

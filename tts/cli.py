@@ -13,6 +13,7 @@ import argparse
 import ast
 import difflib
 import importlib.util
+import json
 import os
 import sys
 
@@ -143,8 +144,9 @@ def main(argv=None):
   imp.add_argument("--good_token", default="", help="causal-LM PRM: the good-step token")
   imp.add_argument("--bad_token", default="", help="causal-LM PRM: the bad-step token")
   exp = sub.add_parser("export", help="a saved model -> a Hugging Face directory")
-  exp.add_argument("config", nargs="?", help="the experiment's config (for a trained "
-                   "model's tokenizer; an imported model keeps its own)")
+  exp.add_argument("config", nargs="?", help="the experiment's config, for a trained "
+                   "model's tokenizer (default: the workdir's config.json; an imported "
+                   "model keeps its own tokenizer)")
   exp.add_argument("--workdir", help="the run --model is under (default: runs/<config file "
                    "name> with a config, else .)")
   exp.add_argument("--model", required=True, help="e.g. policy/small/final, prm/final")
@@ -162,8 +164,13 @@ def main(argv=None):
   if args.workdir is None:
     args.workdir = default_workdir(args.config) if args.config else "."
 
-  if args.command == "export" and args.config is None:
-    return _interop(parser, args, overrides)
+  if args.command == "export" and args.config is None:  # the run's resolved config, if any
+    saved = os.path.join(args.workdir, "config.json")
+    config = None
+    if os.path.isfile(saved):
+      with open(saved) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    return _interop(parser, args, overrides, config=config)
   try:
     config = apply_overrides(load_config(args.config), overrides, args.config)
   except (FileNotFoundError, KeyError, ValueError, AttributeError) as e:

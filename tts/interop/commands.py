@@ -41,7 +41,8 @@ def export_model(config, workdir: str, model_path: str, out: str, **options) -> 
     vocab = HFTokenizer(source)
   elif config is None:
     raise ValueError(f"{source} has no {TOKENIZER_FILE} (a trained model, not an imported "
-                     "one): pass the experiment's config so its task's tokenizer is exported")
+                     "one): pass the experiment's config, or the --workdir of its run, so its "
+                     "task's tokenizer is exported")
   else:
     vocab = make_task(config.task).vocab
   generation = None
