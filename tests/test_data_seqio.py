@@ -104,7 +104,9 @@ def test_stable_task_names_are_registered_on_import():
 def test_importing_tensorflow_prints_nothing():
   """TensorFlow's C++ start-up lines (oneDNN, CUDA stubs, cuInit failing on a CPU host) used
   to open every run's log."""
-  code = "import tts.data.seqio_tasks, tensorflow as tf; tf.config.list_physical_devices()"
+  # As in a run: jax first (it sets TF_CPP_MIN_LOG_LEVEL=1), then the data stage's import.
+  code = ("import jax, tts.data.seqio_tasks, tensorflow as tf; "
+          "tf.config.list_physical_devices(); tf.constant(1).numpy()")
   # As from a shell: this process imported TF first, which set TF_CPP_MIN_LOG_LEVEL=1.
   env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,

@@ -27,9 +27,13 @@ from tts.data.vocab import Tokenizer
 
 
 @contextlib.contextmanager
-def _stderr_silenced():
-  """TensorFlow's C++ start-up lines (oneDNN, CUDA stubs) are written to file descriptor 2
-  before any log level applies; importing it with fd 2 on /dev/null keeps them out of logs."""
+def _tensorflow_silenced():
+  """TensorFlow's C++ start-up lines (oneDNN, CUDA stubs) go to file descriptor 2 before any
+  log level applies, and "failed call to cuInit" on a host without a GPU is logged at
+  ERROR, under the level 1 that `import jax` sets: so fd 2 goes to /dev/null and
+  TF_CPP_MIN_LOG_LEVEL is 3 while TF starts, and both are restored after."""
+  level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+  os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
   sys.stderr.flush()
   saved = os.dup(2)
   with open(os.devnull, "w") as null:
@@ -39,13 +43,25 @@ def _stderr_silenced():
   finally:
     os.dup2(saved, 2)
     os.close(saved)
+    if level is None:
+      del os.environ["TF_CPP_MIN_LOG_LEVEL"]
+    else:
+      os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
 
 
-# Later C++ messages too, such as "failed call to cuInit" on a machine without a GPU.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-with _stderr_silenced():
+def _keep_tf_off_accelerators(tf) -> None:
+  """TF must not grab GPU/TPU memory that JAX needs; it only feeds strings here."""
+  for kind in ("GPU", "TPU"):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # devices already initialised, or no such kind
+      pass
+
+
+with _tensorflow_silenced():
   import seqio
   import tensorflow as tf
+  _keep_tf_off_accelerators(tf)
 
 # seqio's split names -> ours.
 SEQIO_SPLITS = {"train": "train", "validation": "val", "test": "test"}
@@ -114,15 +130,6 @@ class SeqioVocabulary(seqio.Vocabulary):
     return hash(self.tokenizer)
 
 
-def _keep_tf_off_accelerators() -> None:
-  """TF must not grab GPU/TPU memory that JAX needs; it only feeds strings here."""
-  for kind in ("GPU", "TPU"):
-    try:
-      tf.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):  # devices already initialised, or no such kind
-      pass
-
-
 def _source(task: Task) -> seqio.FunctionDataSource:
   def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
     del shuffle_files, seed  # in-memory examples, in their fixed order
@@ -162,7 +169,6 @@ def register_task(cfg: Mapping[str, Any], name: str | None = None) -> str:
   name = name or task.name
   if name in seqio.TaskRegistry.names():
     return name
-  _keep_tf_off_accelerators()
   vocab = SeqioVocabulary(task.vocab)
 
   def postprocess(
