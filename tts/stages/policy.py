@@ -115,6 +115,9 @@ def run(ctx) -> dict:
     else:
       model, val_loss = _train(cfg, name, task, mesh, directory, arrays)
     save_params(os.path.join(directory, "final"), model.params, model.cfg)
+    if hf_path and ctx.is_main:
+      from tts.interop.hf_import import keep_checkpoint_files
+      keep_checkpoint_files(hf_path, os.path.join(directory, "final"))
     graphdef, params, model_cfg = model.graphdef, model.params, model.cfg
     greedy = pass_rates(task, graphdef, params, test, 1, 0.0, cfg.policy_eval, cfg.seed)
     result = {"params": model_cfg.num_params, "val_loss": val_loss,

@@ -1,4 +1,4 @@
-"""Revision model stages (PAPER.md, "Revision model").
+"""Revision model stages (docs/paper.md, "Revision model").
 
 `revision_data`: samples `samples` answers per train question from the small policy at a
 higher temperature, drops those without a parsable answer, and builds one trajectory per
@@ -109,7 +109,7 @@ def run_train(ctx) -> dict:
   train_cfg = config_schema.build(TrainConfig, cfg.revision, "revision")
   if not train_cfg.keep_best:
     raise ValueError("revision.keep_best=False: the revision model's checkpoint is chosen on "
-                     "validation loss (PAPER.md); set revision.keep_best=True")
+                     "validation loss (docs/paper.md); set revision.keep_best=True")
   trainer = Trainer(policy.cfg, train_cfg, NextTokenLoss(), make_mesh(cfg.mesh),
                     cfg.logical_axis_rules)
   out = ctx.stage_dir("revision")
