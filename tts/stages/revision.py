@@ -17,6 +17,7 @@ import os
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from tts import config_schema
 from tts.atomic_files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -57,9 +58,11 @@ def run_data(ctx) -> dict:
   vocab = task.vocab
   examples = read_split(ctx.workdir, "train")[:c.num_questions]
   sampling = SamplingConfig(temperature=c.temperature, max_new_tokens=c.max_new_tokens)
-  solutions, sampled, tokens = labelling.sample_solutions(
-      task, load_policy(ctx.workdir), examples, list(range(len(examples))), c.samples,
-      sampling, jax.random.key(c.seed), c.rows_per_batch)
+  with tqdm(total=len(examples) * c.samples, desc="revision_data",
+            disable=not ctx.is_main) as bar:
+    solutions, sampled, tokens = labelling.sample_solutions(
+        task, load_policy(ctx.workdir), examples, list(range(len(examples))), c.samples,
+        sampling, jax.random.key(c.seed), c.rows_per_batch, bar.update)
   by_question = collections.defaultdict(list)
   for s in solutions:
     by_question[s.question].append(
