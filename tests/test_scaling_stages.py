@@ -279,3 +279,17 @@ def test_difficulty_files_without_prompt_bins_are_refused(tmp_path):
   with pytest.raises(ValueError, match=r"lacks prompt_bin, prompt_estimation.attention_flops"
                                        r" .*redo the difficulty stage"):
     _run(tmp_path, scaling_files.config(), select)
+
+
+def test_rank_correlation_without_spread_is_null(tmp_path):
+  """Every question with the same pass@1: no rank correlation to report (not 0, not NaN)."""
+  scaling_files.write_run(str(tmp_path), revisions=False)
+  path = os.path.join(tmp_path, "difficulty", "questions.jsonl")
+  lines = [{**json.loads(line), "pass1": 0.0} for line in open(path)]
+  with open(path, "w") as f:
+    f.writelines(json.dumps(q) + "\n" for q in lines)
+  _run(tmp_path, scaling_files.config(), select, flops, report)
+  table = _json(tmp_path, "report", "summary.json")["difficulty_without_samples"]
+  assert [table[k]["rank_correlation"] for k in table] == [None] * 3
+  assert "| prompt | prompt_score | 0 | 300 | +0.375 [+0.225, +0.525] | n/a |" in open(
+      os.path.join(tmp_path, "report", "summary.md")).read()

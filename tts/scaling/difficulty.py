@@ -43,18 +43,20 @@ def ranks(x) -> np.ndarray:
   return (np.cumsum(counts) - (counts + 1) / 2.0)[inverse.reshape(-1)]
 
 
-def spearman(a, b) -> float:
+def spearman(a, b, undefined: float = 0.0) -> float:
   """Rank correlation (average ranks for ties): how well a difficulty score orders
-  questions like pass@1 does."""
+  questions like pass@1 does. `undefined` when either side is constant."""
   ra, rb = ranks(a), ranks(b)
   if ra.std() == 0 or rb.std() == 0:
-    return 0.0
+    return undefined
   return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def resampled_spearman(weights, a, b) -> np.ndarray:
   """`spearman` in each bootstrap resample: weights float[B, Q] as
-  bootstrap.resample_weights (a question drawn c times counts c times) -> float[B]."""
+  bootstrap.resample_weights (a question drawn c times counts c times) -> float[B]; NaN
+  for a resample where either side is constant (bootstrap.interval leaves it out)."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   counts = np.rint(np.asarray(weights) * len(a)).astype(np.int64)
-  return np.array([spearman(np.repeat(a, c), np.repeat(b, c)) for c in counts])
+  return np.array([spearman(np.repeat(a, c), np.repeat(b, c), undefined=np.nan)
+                   for c in counts])

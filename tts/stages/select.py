@@ -47,11 +47,19 @@ def estimation_flops(question: dict, kind: str) -> float:
   return float(spent["flops"] + spent["attention_flops"])
 
 
+def rank_correlation(score, pass1, weights) -> dict | None:
+  """Spearman {value, ci}; None when either side is the same for every question."""
+  rho = difficulty.spearman(score, pass1, undefined=np.nan)
+  if np.isnan(rho):
+    return None
+  return bootstrap.estimate(rho, difficulty.resampled_spearman(weights, score, pass1))
+
+
 def bin_kind_quality(questions: list[dict], weights) -> dict:
   """Per bin kind, how well it tracks difficulty and what it costs: agreement with oracle
   bins (fraction of questions in the same bin), Spearman of its score with pass@1 (each
-  with its paired-bootstrap interval), and its estimation per question in generations and
-  in FLOPs."""
+  with its paired-bootstrap interval; the correlation None when undefined), and its
+  estimation per question in generations and in FLOPs."""
   pass1 = np.array([q["pass1"] for q in questions], np.float64)
   oracle = np.array([q["oracle_bin"] for q in questions])
   out = {}
@@ -61,9 +69,7 @@ def bin_kind_quality(questions: list[dict], weights) -> dict:
     out[kind] = {
         "score": BIN_SCORES[kind],
         "agreement_with_oracle": bootstrap.estimate(same.mean(), bootstrap.means(weights, same)),
-        "rank_correlation": bootstrap.estimate(difficulty.spearman(score, pass1),
-                                               difficulty.resampled_spearman(weights, score,
-                                                                             pass1)),
+        "rank_correlation": rank_correlation(score, pass1, weights),
         "estimation_generations": float(np.mean([q[BIN_ESTIMATION[kind]]["generations"]
                                                  for q in questions])),
         "estimation_flops": round(float(np.mean([estimation_flops(q, kind)
