@@ -72,7 +72,7 @@ def test_force_and_only(tmp_path):
 
 def test_only_needs_its_inputs_done(tmp_path):
   calls = []
-  with pytest.raises(RuntimeError, match="needs stage 'first'"):
+  with pytest.raises(pipeline.StageError, match="needs stage .first."):
     pipeline.run_stages(_stages(calls), pipeline.Context(_config(), str(tmp_path)),
                         only="second", log=lambda *_: None)
 

@@ -153,3 +153,13 @@ def test_a_row_at_the_length_cap_ends_as_capped(name):
       assert c.finished == (c.tokens[-1] == EOS)
       capped += not c.finished
   assert capped >= 1
+
+
+def test_a_non_finite_reading_names_the_verifier_and_the_question():
+  """Damaged verifier weights must stop the stage, not become rankings."""
+  scores = np.array([[0.2, 0.4], [np.nan, 0.1]])
+  with pytest.raises(FloatingPointError, match=r"search.verifiers.prm read sample 0 of "
+                     r"question 'q1' as a non-finite number \(1 such"):
+    verifier.check_finite_readings(scores, lambda at: f"sample {at[1]} of question 'q{at[0]}'",
+                                   "search.verifiers.prm")
+  verifier.check_finite_readings(scores[:1], str, "search.verifiers.prm")  # finite: no error

@@ -88,7 +88,7 @@ def test_patience_needs_keep_best():
     TrainConfig(steps=1, batch_size=1, patience=3)
   with pytest.raises(ValueError, match="keep_best"):
     TrainConfig(steps=1, batch_size=1, evals_after_best=1)
-  with pytest.raises(ValueError, match="raise train.patience"):
+  with pytest.raises(ValueError, match="raise patience"):
     TrainConfig(steps=1, batch_size=1, keep_best=True, patience=1, evals_after_best=2)
 
 

@@ -28,12 +28,20 @@ STAGE_COMMANDS = ("data", "policy", "label", "prm", "orm", "search", "difficulty
 def load_config(path: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"config file {path} not found; pass a path such as {DEFAULT_CONFIG}")
-  spec = importlib.util.spec_from_file_location("tts_user_config", path)
+  spec = importlib.util.spec_from_file_location("tts_user_config", path) \
+      if os.path.isfile(path) else None
+  if spec is None:
+    raise FileNotFoundError(f"config {path} is not a Python file; pass a path such as "
+                            f"{DEFAULT_CONFIG}")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise AttributeError(f"{path} defines no get_config(); it must return a ConfigDict")
-  return module.get_config()
+  config = module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(f"{path}: get_config() returned a {type(config).__name__}; it must "
+                     "return an ml_collections.ConfigDict")
+  return config
 
 
 def _parse_value(text: str, current):
@@ -49,7 +57,13 @@ def _parse_value(text: str, current):
   if isinstance(current, (int, float)):
     return type(current)(float(text)) if isinstance(current, int) and "e" in text.lower() \
         else type(current)(text)
-  return ast.literal_eval(text)
+  value = ast.literal_eval(text)
+  if hasattr(current, "keys") and not isinstance(value, dict):
+    raise ValueError(f"{text!r} replaces a whole section; set one of its fields "
+                     f"(--config.SECTION.FIELD=...): {', '.join(list(current.keys())[:6])}")
+  if isinstance(current, (tuple, list)) and not isinstance(value, (tuple, list)):
+    raise ValueError(f"expected a tuple such as ({text},), got {text!r}")
+  return value
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str], source: str):

@@ -1,12 +1,13 @@
 """An experiment: the ordered stages, the resolved config saved beside them, one entry point.
 
 """
+import contextlib
 import os
 
 import jax
 
-from tts import pipeline
-from tts.atomic_files import write_json_atomic
+from tts import config_check, pipeline, workdir_lock
+from tts.atomic_files import read_json, write_json_if_changed
 from tts.data.errors import DataError
 from tts.stages import (data, difficulty, flops, label, policy, report, revision,
                         revision_search, search, select, verifiers)
@@ -50,19 +51,28 @@ STAGES = [
 ]
 
 # Errors a user can act on: shown as one line by the CLI, not a traceback.
-USER_ERRORS = (pipeline.StageConfigChanged, DataError, CheckpointMismatchError,
-               FloatingPointError, FileNotFoundError, ValueError, KeyError)
+USER_ERRORS = (pipeline.StageError, workdir_lock.WorkdirLocked, DataError,
+               CheckpointMismatchError, FloatingPointError, FileNotFoundError, FileExistsError,
+               ValueError, KeyError)
 
 
 def run(config, workdir: str, only: str | None = None, force: bool = False) -> str:
-  """Runs the stages; returns the path of the run summary (stage -> summary)."""
-  os.makedirs(workdir, exist_ok=True)
+  """Runs the stages; returns the path of the run summary (stage -> summary). Process 0
+  holds the workdir's lock (the other processes of a multi-process run share it)."""
+  config_check.check_config(config)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise FileExistsError(f"--workdir {workdir} is a file; pass a directory")
+  if not os.path.isdir(workdir):  # (makedirs would try to write to a read-only one)
+    os.makedirs(workdir, exist_ok=True)  # several processes may race here
   ctx = pipeline.Context(config=config, workdir=workdir)
-  if ctx.is_main:
-    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-  summaries = pipeline.run_stages(STAGES, ctx, only=only, force=force)
-  path = os.path.join(workdir, "summary.json")
-  if ctx.is_main:
-    write_json_atomic(path, {"stages": summaries, "processes": jax.process_count(),
-                             "devices": jax.device_count()})
+  with workdir_lock.hold(workdir) if ctx.is_main else contextlib.nullcontext():
+    if ctx.is_main:
+      write_json_if_changed(os.path.join(workdir, "config.json"), config.to_dict())
+    summaries = pipeline.run_stages(STAGES, ctx, only=only, force=force)
+    path = os.path.join(workdir, "summary.json")
+    if ctx.is_main:  # --only updates its stage's entry; the others stay
+      previous = read_json(path) if os.path.exists(path) else {}
+      write_json_if_changed(path, {"stages": {**previous.get("stages", {}), **summaries},
+                                   "processes": jax.process_count(),
+                                   "devices": jax.device_count()})
   return path

@@ -1,10 +1,12 @@
 """The stages of an experiment, their artifacts in the workdir, skip and resume.
 
 Each stage owns `workdir/<stage>/`. It is done when `done.json` there records the
-fingerprint of the config sections it reads and of the stages it depends on. A done stage
-with the same fingerprint is skipped; one made with a different config is never silently
-overwritten: the run stops and names the changed fields (`--force` redoes it). A stage that
-was killed resumes: its trainers restore their latest checkpoints.
+fingerprint of the config sections it reads and of the stages it depends on, as their own
+`done.json` files record them. A done stage with the same fingerprint is skipped; one made
+with a different config is never silently overwritten: the run stops and names the changed
+fields (`--force` redoes it). A stage never reads inputs made with a config other than the
+one it runs with: the run stops and names the stage to redo. A stage that was killed
+resumes: its trainers restore their latest checkpoints.
 """
 import dataclasses
 import hashlib
@@ -18,7 +20,8 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from tts.atomic_files import write_json_atomic
+from tts.atomic_files import read_json, write_json_atomic
+from tts.data.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +47,11 @@ class Context:
     return jax.process_index() == 0
 
 
-class StageConfigChanged(RuntimeError):
+class StageError(Exception):
+  """A stage cannot run as asked (its inputs or records); the message names what to redo."""
+
+
+class StageConfigChanged(StageError):
   pass
 
 
@@ -74,11 +81,43 @@ def _changed_fields(old: dict, new: dict, prefix="") -> list[str]:
   return out
 
 
-def _read_json(path):
+def read_record(directory: str, name: str, stage: str) -> dict | None:
+  """`started.json` or `done.json` of a stage, checked; None when absent."""
+  path = os.path.join(directory, name)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  redo = f"redo the stage: --only {stage} --force"
+  try:
+    record = read_json(path)
+  except DataError as e:
+    raise StageError(f"{e}: stage '{stage}' is not recorded right; {redo}") from None
+  fields = {"fingerprint": str, "inputs": dict}
+  if name == "done.json":
+    fields["summary"] = dict
+  if not isinstance(record, dict):
+    raise StageError(f"{path} is not a record of stage '{stage}' (a JSON object); {redo}")
+  for field, kind in fields.items():
+    if not isinstance(record.get(field), kind):
+      raise StageError(f"{path} has no valid '{field}' ({kind.__name__}); {redo}")
+  return record
+
+
+def _check_inputs(stage: Stage, ctx: "Context", made: dict[str, tuple[str, dict]]):
+  """Each input of `stage` is done, and its done.json records the fingerprint this run's
+  config gives it (`made`: stage -> fingerprint and inputs; the fingerprint of `stage`
+  includes these)."""
+  for dep in stage.deps:
+    record = read_record(ctx.stage_dir(dep), "done.json", dep)
+    if record is None:
+      raise StageError(f"stage '{stage.name}' needs stage '{dep}', which is not done in "
+                       f"{ctx.workdir}; run it first (--only {dep}, or without --only)")
+    fp, inputs = made[dep]
+    if record["fingerprint"] != fp:
+      changed = _changed_fields(record["inputs"], inputs)
+      raise StageError(
+          f"stage '{stage.name}' needs stage '{dep}', but {ctx.stage_dir(dep)} was made with "
+          f"a different config ({'; '.join(changed[:5])}); redo it first (--only {dep} "
+          "--force) or run with the config it was made with")
 
 
 def sync(name: str):
@@ -104,15 +143,15 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
   off_names = {s.name for s in off}
   stages = [dataclasses.replace(s, deps=tuple(d for d in s.deps if d not in off_names))
             for s in stages if s not in off]
-  prints, summaries = {}, {}
+  prints, made, summaries = {}, {}, {}
   for stage in stages:
     fp, inputs = fingerprint(stage, ctx.config, prints)
-    prints[stage.name] = fp
+    prints[stage.name], made[stage.name] = fp, (fp, inputs)
     if only is not None and stage.name != only:
       continue
     directory = ctx.stage_dir(stage.name)
-    record = _read_json(os.path.join(directory, "done.json")) or _read_json(
-        os.path.join(directory, "started.json"))
+    record = (read_record(directory, "done.json", stage.name)
+              or read_record(directory, "started.json", stage.name))
     if record and record["fingerprint"] != fp:
       if not force:
         changed = _changed_fields(record["inputs"], inputs)
@@ -120,14 +159,12 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
             f"stage '{stage.name}' in {directory} was made with a different config "
             f"({'; '.join(changed[:5])}). Its files are kept. Rerun with --force to redo it, "
             "or use a new --workdir")
-    elif record and "summary" in record and not force:
+    # Inputs made with another config are never read, nor a result made from them kept.
+    _check_inputs(stage, ctx, made)
+    if record and "summary" in record and not force:
       log(f"[{stage.name}] done already, skipped ({directory}/done.json)")
       summaries[stage.name] = record["summary"]
       continue
-    for dep in stage.deps:
-      if not os.path.exists(os.path.join(ctx.stage_dir(dep), "done.json")):
-        raise RuntimeError(f"stage '{stage.name}' needs stage '{dep}', which is not done in "
-                           f"{ctx.workdir}; run without --only first")
     if force and record and ctx.is_main:
       shutil.rmtree(directory)
     if ctx.is_main:

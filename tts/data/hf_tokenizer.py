@@ -16,6 +16,7 @@ from typing import Sequence
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
+from tts.atomic_files import read_json
 from tts.data.vocab import NEWLINE, ByteVocabulary, Tokenizer, WordVocabulary
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -24,8 +25,7 @@ TOKENIZER_FILE = "tokenizer.json"
 def _read_json(path: str) -> dict:
   if not os.path.exists(path):
     return {}
-  with open(path) as f:
-    return json.load(f)
+  return read_json(path)
 
 
 def _token_text(value) -> str | None:

@@ -20,12 +20,16 @@ import json
 import os
 import re
 import threading
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
 
+from tts.atomic_files import read_text
 from tts.data.errors import DataError
 
+# A line this long is most likely several records run together, or not a problem at all.
+LONG_LINE_CHARS = 100_000
 _LINE_HINT = "each line needs 'problem' and 'solution' (with a \\boxed{} answer)"
 
 
@@ -102,23 +106,31 @@ def read_math_jsonl(path: str, field: str = "task.path") -> list[dict]:
       "JSONL file (one JSON object per line)"
     )
   stem = os.path.splitext(os.path.basename(path))[0]
-  records, ids = [], set()
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      where = f"{path}:{line_no}"
-      try:
-        obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"{where}: not valid JSON ({e.msg}); {_LINE_HINT}") from None
-      record = _record(obj, where, default_id=f"{stem}-{line_no:05d}")
-      if record["id"] in ids:
-        raise DataError(
-          f"{where}: id {record['id']!r} is used by an earlier line; ids must be unique"
-        )
-      ids.add(record["id"])
-      records.append(record)
+  records, ids, answers = [], set(), {}
+  for line_no, line in enumerate(read_text(path).split("\n"), start=1):
+    if not line.strip():
+      continue
+    where = f"{path}:{line_no}"
+    if len(line) > LONG_LINE_CHARS:
+      warnings.warn(f"{where}: the line is {len(line):,} characters long (over "
+                    f"{LONG_LINE_CHARS:,}); check that it is one problem")
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(f"{where}: not valid JSON ({e.msg}); {_LINE_HINT}") from None
+    record = _record(obj, where, default_id=f"{stem}-{line_no:05d}")
+    if record["id"] in ids:
+      raise DataError(
+        f"{where}: id {record['id']!r} is used by an earlier line; ids must be unique"
+      )
+    ids.add(record["id"])
+    first_line, first_answer = answers.setdefault(record["question"], (line_no, record["answer"]))
+    if first_answer != record["answer"]:
+      warnings.warn(f"{where}: the problem of line {first_line} again, with answer "
+                    f"{record['answer']!r} instead of {first_answer!r}; one of them is wrong")
+    records.append(record)
+  if not records:
+    raise DataError(f"{field}={path!r}: the file holds no records; {_LINE_HINT}")
   return records
 
 

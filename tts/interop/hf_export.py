@@ -13,12 +13,15 @@ import jax
 import numpy as np
 from safetensors.numpy import save_file
 
+from tts.atomic_files import check_replaceable, write_json_atomic
 from tts.data.hf_tokenizer import export_tokenizer
 from tts.data.vocab import Tokenizer
 from tts.interop.hf_import import SINGLE_FILE
 from tts.interop.hf_layout import (VALUE_HEAD_BIAS, VALUE_HEAD_FILE, VALUE_HEAD_WEIGHT, hf_config,
                                    tensor_maps)
 from tts.model import LoadedModel
+
+EXPORT_MARKER = "tts_export.json"  # marks a directory this module wrote (and may replace)
 
 
 def hf_tensors(model: LoadedModel) -> dict[str, np.ndarray]:
@@ -33,13 +36,15 @@ def hf_tensors(model: LoadedModel) -> dict[str, np.ndarray]:
 
 
 def export_hf(model: LoadedModel, vocab: Tokenizer, directory: str, max_positions: int = 4096):
-  """Writes the HF directory (replacing one already there) via a temporary sibling that is
-  renamed when complete, so a kill never leaves a half-written export."""
+  """Writes the HF directory via a temporary sibling that is renamed when complete, so a
+  kill never leaves a half-written export. It replaces only an empty directory or an earlier
+  export (marked by EXPORT_MARKER)."""
   if vocab.vocab_size > model.cfg.vocab_size:
     raise ValueError(f"the tokenizer has {vocab.vocab_size} tokens but the model only "
                      f"{model.cfg.vocab_size}; export the model with the tokenizer it was "
                      "trained with")
   directory = os.path.abspath(directory)
+  check_replaceable(directory, EXPORT_MARKER, "--out")
   tmp = f"{directory}.tmp-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
@@ -54,6 +59,7 @@ def export_hf(model: LoadedModel, vocab: Tokenizer, directory: str, max_position
   with open(os.path.join(tmp, "config.json"), "w") as f:
     json.dump(config, f, indent=2, sort_keys=True)
   export_tokenizer(vocab, tmp)
+  write_json_atomic(os.path.join(tmp, EXPORT_MARKER), {"written_by": "tts export"})
   if os.path.exists(directory):
     shutil.rmtree(directory)
   os.replace(tmp, directory)

@@ -18,14 +18,15 @@ Shepherd itself appends a step tag and reads the score there; a PRM trained that
 read here at the newline instead, which is where its tag would follow.)
 """
 import dataclasses
-import json
 import os
 
 import jax
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
+from tts.atomic_files import read_json
+from tts.data.errors import DataError
 from tts.interop.hf_layout import (VALUE_HEAD_BIAS, VALUE_HEAD_FILE, VALUE_HEAD_WEIGHT,
                                    model_config_from_hf, tensor_maps)
 from tts.model import LoadedModel, ModelConfig, Transformer
@@ -48,8 +49,16 @@ def read_model_config(directory: str) -> ModelConfig:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} not found: {directory} is not a Hugging Face checkpoint "
                             "directory (config.json, model.safetensors, tokenizer.json)")
-  with open(path) as f:
-    return model_config_from_hf(json.load(f), path)
+  return model_config_from_hf(read_json(path), path)
+
+
+def open_safetensors(path: str, framework: str):
+  """safe_open; a damaged file (truncated, not safetensors) is a DataError naming it."""
+  try:
+    return safe_open(path, framework)
+  except SafetensorError as e:
+    raise DataError(f"{path} is not a readable safetensors file ({e}); it is damaged or "
+                    "truncated: copy or export it again") from None
 
 
 class SafetensorFiles:
@@ -59,10 +68,9 @@ class SafetensorFiles:
     self.directory = directory
     index = os.path.join(directory, INDEX_FILE)
     if os.path.isfile(index):
-      with open(index) as f:
-        weight_map = json.load(f)["weight_map"]
+      weight_map = read_json(index)["weight_map"]
     elif os.path.isfile(os.path.join(directory, SINGLE_FILE)):
-      with safe_open(os.path.join(directory, SINGLE_FILE), "numpy") as f:
+      with open_safetensors(os.path.join(directory, SINGLE_FILE), "numpy") as f:
         weight_map = {name: SINGLE_FILE for name in f.keys()}
     else:
       raise FileNotFoundError(f"{directory} has neither {SINGLE_FILE} nor {INDEX_FILE}; it is "
@@ -74,7 +82,7 @@ class SafetensorFiles:
     filename = self.weight_map[name]
     if filename not in self._open:
       # "flax" reads bfloat16 too (numpy has no such dtype); slices come back as jax arrays.
-      self._open[filename] = safe_open(os.path.join(self.directory, filename), "flax")
+      self._open[filename] = open_safetensors(os.path.join(self.directory, filename), "flax")
     return self._open[filename]
 
   def shape(self, name: str) -> tuple[int, ...]:
@@ -128,7 +136,7 @@ def value_head_arrays(files: SafetensorFiles, cfg: ModelConfig, prm_token_ids=No
   """(weight [d, 1], bias [1]) of the checkpoint's verifier head, or None for a plain LM."""
   path = os.path.join(files.directory, VALUE_HEAD_FILE)
   if os.path.isfile(path):
-    with safe_open(path, "numpy") as f:
+    with open_safetensors(path, "numpy") as f:
       names = set(f.keys())
       for name, shape in ((VALUE_HEAD_WEIGHT, (1, cfg.d_model)), (VALUE_HEAD_BIAS, (1,))):
         if name not in names or tuple(f.get_slice(name).get_shape()) != shape:

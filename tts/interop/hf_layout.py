@@ -17,6 +17,8 @@ from tts.model.config import ModelConfig
 # Hugging Face names of the config.json fields we read and write.
 LLAMA_ARCHITECTURE = "LlamaForCausalLM"
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+# Classes whose weights are the causal-LM layout read here (a config may omit the list).
+SUPPORTED_ARCHITECTURES = (LLAMA_ARCHITECTURE, "Qwen2ForCausalLM")
 # The value head of a verifier: its own file beside the HF checkpoint (transformers ignores
 # it); weight [1, d_model] and bias [1] read the final-normed hidden state, as ours does.
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -111,6 +113,10 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
   if model_type not in SUPPORTED_MODEL_TYPES:
     raise ValueError(f"{where}: model_type={model_type!r} is not supported; import a "
                      f"checkpoint of type {' or '.join(SUPPORTED_MODEL_TYPES)}")
+  other = [a for a in hf.get("architectures") or [] if a not in SUPPORTED_ARCHITECTURES]
+  if other:
+    raise ValueError(f"{where}: architectures={hf['architectures']!r} is not supported; import "
+                     f"a checkpoint of class {' or '.join(SUPPORTED_ARCHITECTURES)}")
   rope = hf.get("rope_parameters") or {}
   if hf.get("rope_scaling") or rope.get("rope_type", "default") != "default":
     raise ValueError(f"{where}: rope_scaling={hf.get('rope_scaling') or rope!r} is not "

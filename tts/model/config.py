@@ -1,5 +1,6 @@
 """Model hyperparameters: one frozen dataclass shared by policy, verifiers and revision model."""
 import dataclasses
+from typing import ClassVar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +20,9 @@ class ModelConfig:
   value_head: bool = False
   dropout: float = 0.0
   dtype: str = "float32"  # activations; params stay float32
+  # Fields that must be >= 1 (checked by config_schema.build, which names the section).
+  POSITIVE: ClassVar[tuple[str, ...]] = ("vocab_size", "num_layers", "d_model", "num_heads",
+                                         "num_kv_heads", "d_ff")
 
   def __post_init__(self):
     if not self.head_dim:

@@ -21,13 +21,17 @@ def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
   sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
   if sizes.count(-1) > 1:
     raise ValueError(f"mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+  given = dict(zip(MESH_AXES, sizes))
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"mesh {given}: every axis needs a size >= 1 (or -1: all remaining)")
+  known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
-    known = math.prod(s for s in sizes if s != -1)
     sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices):
-    raise ValueError(
-        f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
-        f"{len(devices)} are visible; set --config.mesh.data=-1 to use all of them")
+  if math.prod(sizes) != len(devices) or 0 in sizes:
+    hint = (f"the axes other than the -1 one multiply to {known}, which must divide "
+            f"{len(devices)}" if -1 in given.values()
+            else "set --config.mesh.data=-1 to use all of them")
+    raise ValueError(f"mesh {given} does not fit the {len(devices)} visible devices; {hint}")
   return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 

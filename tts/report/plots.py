@@ -2,6 +2,7 @@
 Each figure says what it shows without the code: title, axis labels with units, legend.
 A column `x` with `x_lo` / `x_hi` beside it is drawn with its 95% interval (band or bar)."""
 import matplotlib
+import matplotlib.lines
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -167,19 +168,25 @@ def flops_tradeoff(rows: list[dict], family: str, bin_kind: str, path: str, dpi:
       color = f"C{i + 1}"
       ax.axvline(r["flops"], color=color, linestyle=":", linewidth=1)
       beyond = r["where"] == "beyond_largest_run"
-      ax.plot([r["flops"]], [r["accuracy"]], marker="D", color=color,
-              markerfacecolor="white" if beyond else color,
-              label=f"matched, R = {r['R']:g}" + (" (lower bound)" if beyond else ""))
+      ax.plot([r["flops"]], [r["accuracy"]], marker="D", color=color, linestyle="none",
+              markerfacecolor="white" if beyond else color, label=f"matched, R = {r['R']:g}")
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("inference FLOPs per question (log scale)")
     ax.set_title("all questions" if g == "all" else f"{bin_kind} bin {g}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
   for ax in grid[:, 0]:
     ax.set_ylabel("accuracy")
   for ax in axes[len(groups):]:
     ax.set_visible(False)
+  handles, labels = axes[0].get_legend_handles_labels()  # every panel has every series
+  handles = [matplotlib.lines.Line2D([], [], marker="D", color=h.get_color(), linestyle="none")
+             if label.startswith("matched") else h for h, label in zip(handles, labels)]
+  handles.append(matplotlib.lines.Line2D([], [], marker="D", color="gray", linestyle="none",
+                                         markerfacecolor="white"))
+  labels.append("hollow: beyond the largest run (a lower bound)")
+  fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8,
+             bbox_to_anchor=(0.5, 0.0))
   fig.suptitle(f"{family}: accuracy against FLOPs, small model + test-time compute vs the "
                "14x model (bands and bars: 95% intervals)")
   _save(fig, path, dpi)

@@ -51,6 +51,18 @@ def step_reading(probs, tokens, eos_id: int) -> float | None:
   return float(probs[n - 1]) if n > 0 else None
 
 
+def check_finite_readings(scores, where: str, field: str):
+  """Stops on a NaN or infinite verifier reading: damaged or diverged weights must not turn
+  into rankings. scores: float array [items, ...]; where(index) names the item; field names
+  the verifier's config field."""
+  bad = np.argwhere(~np.isfinite(np.asarray(scores, np.float64)))
+  if len(bad):
+    raise FloatingPointError(
+        f"the verifier {field} read {where(tuple(bad[0]))} as a non-finite number ({len(bad)} "
+        "such readings); its weights are damaged or diverged: redo the stage that trained it "
+        "with --force")
+
+
 def aggregate(step_scores: list[float], how: str) -> float:
   """One score per solution from its step scores. The paper finds `last` best."""
   if not step_scores:

@@ -7,6 +7,7 @@ Later stages read these files, not the task generator.
 import os
 
 from tts.atomic_files import read_jsonl, write_json_atomic, write_jsonl_atomic
+from tts.data.errors import DataError
 from tts.data.tasks import SPLITS, make_task
 
 
@@ -29,7 +30,12 @@ def read_split(workdir: str, split: str) -> list[dict]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found; run the data stage first "
                             f"(tts run CONFIG --workdir {workdir} --only data)")
-  return read_jsonl(path)
+  examples = read_jsonl(path)
+  if not examples:
+    raise DataError(f"{path} holds no examples; the {split} split is empty: give it examples "
+                    f"(task.num_{split} or the data file) and redo the data stage (--only data "
+                    "--force)")
+  return examples
 
 
 def run(ctx) -> dict:

@@ -78,6 +78,9 @@ def run(ctx) -> dict:
   read = [p + (s[:-1] if s and s[-1] == eos else s) for p, s in zip(prompts, samples)]
   scores = verifier.final_readings(prm, read, eos, task.vocab.pad_id,
                                    cfg.batch_size).reshape(q, k).astype(np.float64)
+  verifier.check_finite_readings(
+      scores, lambda at: f"sample {at[1]} of question {questions[at[0]]['id']!r}",
+      f"search.verifiers.{cfg.verifier}")
 
   # One prefill per prompt, read after its last token (as the engine's score_prompts).
   prompt_scores = verifier.final_readings(prm, [x["prompt_ids"] for x in questions], eos,

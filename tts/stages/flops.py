@@ -13,13 +13,12 @@ With select.charge_difficulty each question's curve also carries its bins' diffi
 estimate (K samples for oracle and predicted bins, one verifier prefill of the prompt for
 prompt bins; parameters and attention).
 """
-import json
 import os
 
 import numpy as np
 
 from tts import config_schema
-from tts.atomic_files import write_json_atomic
+from tts.atomic_files import read_json, write_json_atomic
 from tts.scaling import bootstrap, comparisons, flops
 from tts.scaling.config import BIN_KINDS, FlopsConfig
 from tts.stages.select import estimation_flops, read_difficulty
@@ -30,8 +29,7 @@ def _read(workdir: str, name: str) -> dict:
   path = os.path.join(workdir, "select", name)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found; run the select stage first")
-  with open(path) as f:
-    return json.load(f)
+  return read_json(path)
 
 
 def pretraining_tokens(cfg, imported: int) -> dict[str, int]:
@@ -52,20 +50,24 @@ def pretraining_tokens(cfg, imported: int) -> dict[str, int]:
   return out
 
 
-def matched_cell(correct, spent, budgets, large, mask, weights, small_params: int,
+def matched_cell(correct, spent, ceiling, budgets, large, mask, weights, small_params: int,
                  large_params: int, r: float) -> tuple[dict, np.ndarray]:
   """Small model + compute-optimal against the large model greedy on the questions in
   `mask`, at the small model's matched inference FLOPs for R. correct float[Q, K] and
   spent float[Q, K]: compute-optimal's outcomes and FLOPs per question and budget; large:
   per-question arrays correct, tokens, flops. The curve's accuracy at the target is linear in
   log FLOPs between the budgets around it, so per question too: the interval resamples
-  those interpolated outcomes with the curve's FLOPs held at their means. Returns the cell
-  and the difference's resamples."""
+  those interpolated outcomes with the curve's FLOPs held at their means. ceiling float[Q]:
+  FLOPs of the costliest setting run at the largest budget; a target past the curve's last
+  point but within it is `at_largest_budget` (the runs reached it; compute-optimal chose to
+  spend less), not a lower bound. Returns the cell and the difference's resamples."""
   points = spent[mask].mean(axis=0)
   target = flops.matched_inference_flops(float(large["flops"][mask].mean()),
                                          float(large["tokens"][mask].mean()), small_params,
                                          large_params, r)
   i, j, t, where = flops.interpolation(list(points), target)
+  if where == "beyond_largest_run" and target <= ceiling[mask].mean():
+    where = "at_largest_budget"
   small_q = (1 - t) * correct[:, i] + t * correct[:, j]
   small_s = bootstrap.means(weights, small_q, mask)
   large_s = bootstrap.means(weights, large["correct"], mask)
@@ -75,7 +77,7 @@ def matched_cell(correct, spent, budgets, large, mask, weights, small_params: in
   rel = flops.relative_difference(small, big)
   cell = {"questions": int(mask.sum()), "target_flops": round(target, 1),
           "flops_ratio": round(target / float(large["flops"][mask].mean()), 3),
-          "largest_run_flops": round(float(points.max()), 1),
+          "largest_run_flops": round(float(ceiling[mask].mean()), 1),
           "matched_generations": round((1 - t) * budgets[i] + t * budgets[j], 2),
           "where": where,
           "small_accuracy": bootstrap.estimate(small, small_s),
@@ -93,6 +95,7 @@ def family_matched(per_question: dict, bins: np.ndarray, budgets: list[int], lar
   the paper's easy and medium levels: the mean of their differences)}."""
   correct = np.asarray(per_question["correct"], np.float64)
   spent = np.asarray(per_question["flops"], np.float64) + extra_flops[:, None]
+  ceiling = np.asarray(per_question["ceiling_flops"], np.float64) + extra_flops
   names = [str(b) for b in np.unique(bins)]
   groups = {"all": np.ones(len(bins), bool), **{b: bins == int(b) for b in names}}
   out = {"curves": {}, "large": {}, "matched": {}}
@@ -106,7 +109,7 @@ def family_matched(per_question: dict, bins: np.ndarray, budgets: list[int], lar
                                                       bootstrap.means(weights, right, mask))}
   easier = names[:max(1, (3 * len(names)) // 5)]
   for r in ratios:
-    cell = lambda mask: matched_cell(correct, spent, budgets, large, mask, weights,
+    cell = lambda mask: matched_cell(correct, spent, ceiling, budgets, large, mask, weights,
                                      params["small"], params["large"], r)
     row = {"R": r, "multiplier": round(flops.matched_multiplier(
         params["large"] / params["small"], r), 3), "all": cell(groups["all"])[0], "bins": {}}

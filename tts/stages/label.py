@@ -5,7 +5,6 @@ label/shards/shard-<i>.jsonl holds the labelled solutions of questions
 written atomically when complete; a rerun after a kill does only the missing shards. With
 several processes, process p labels shards p, p + P, ...; manifest.json sums the counts.
 """
-import json
 import os
 
 import jax
@@ -13,7 +12,8 @@ import numpy as np
 from tqdm import tqdm
 
 from tts import pipeline
-from tts.atomic_files import read_jsonl, write_json_atomic, write_jsonl_atomic
+from tts.atomic_files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+from tts.data.errors import DataError
 from tts.data.tasks import make_task
 from tts.search.sampler import SamplingConfig, pad_prompts
 from tts.stages.data import read_split
@@ -25,12 +25,26 @@ def shard_path(workdir: str, index: int) -> str:
   return os.path.join(workdir, "label", "shards", f"shard-{index:05d}.jsonl")
 
 
+def shard_counts(workdir: str, index: int) -> dict:
+  """What shard `index` holds, as written beside it when it was complete."""
+  return read_jsonl(shard_path(workdir, index) + ".counts")[0]
+
+
 def read_shards(workdir: str, shards: int | None = None) -> list[dict]:
-  """Every labelled solution, in question order; `shards` defaults to the manifest's."""
+  """Every labelled solution, in question order; `shards` defaults to the manifest's. Each
+  shard must hold the solutions its .counts file records."""
   if shards is None:
-    with open(os.path.join(workdir, "label", "manifest.json")) as f:
-      shards = json.load(f)["shards"]
-  return [r for i in range(shards) for r in read_jsonl(shard_path(workdir, i))]
+    shards = read_json(os.path.join(workdir, "label", "manifest.json"))["shards"]
+  out = []
+  for i in range(shards):
+    path = shard_path(workdir, i)
+    records, kept = read_jsonl(path), shard_counts(workdir, i)["solutions_kept"]
+    if len(records) != kept:
+      raise DataError(f"{path} holds {len(records)} solutions but {path}.counts records {kept}; "
+                      f"the shard is damaged: delete both files and label/done.json, then "
+                      "rerun --only label (it redoes missing shards)")
+    out += records
+  return out
 
 
 def _label_shard(cfg, task, policy, examples, questions, width) -> tuple[list[dict], dict]:
@@ -77,9 +91,8 @@ def run(ctx) -> dict:
   pipeline.sync("tts: label shards")
   totals = {}
   for i in range(num_shards):
-    with open(shard_path(ctx.workdir, i) + ".counts") as f:
-      for k, v in json.loads(f.readline()).items():
-        totals[k] = totals.get(k, 0) + v
+    for k, v in shard_counts(ctx.workdir, i).items():
+      totals[k] = totals.get(k, 0) + v
   records = read_shards(ctx.workdir, num_shards)
   labels = np.asarray([x for r in records for x in r["labels"]])
   summary = {**totals, "shards": num_shards, "mean_label": round(float(labels.mean()), 4),

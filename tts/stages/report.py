@@ -7,11 +7,10 @@ for a reader). Keys in WORKSPACE.md.
 """
 import csv
 import io
-import json
 import os
 
 from tts import config_schema
-from tts.atomic_files import write_json_atomic, write_lines_atomic
+from tts.atomic_files import read_json, write_json_atomic, write_lines_atomic
 from tts.report import findings, plots
 from tts.scaling.config import BIN_KINDS, ReportConfig
 
@@ -22,8 +21,7 @@ def _read(workdir: str, stage: str, name: str) -> dict:
   path = os.path.join(workdir, stage, name)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found; run the {stage} stage first")
-  with open(path) as f:
-    return json.load(f)
+  return read_json(path)
 
 
 def write_csv(path: str, rows: list[dict]):

@@ -13,14 +13,13 @@ history in context, so it can judge answers as the revision search produces them
 """
 import collections
 import dataclasses
-import json
 import os
 
 import jax
 import numpy as np
 
 from tts import config_schema
-from tts.atomic_files import read_jsonl, write_json_atomic, write_jsonl_atomic
+from tts.atomic_files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tts.data import revisions as revision_format
 from tts.data.tasks import make_task
 from tts.model.sharding import make_mesh
@@ -118,8 +117,7 @@ def run_train(ctx) -> dict:
                                 val_data=lm_arrays(val, width, pad, packed=True),
                                 init_params=jax.device_get(policy.params), desc="revision")
   save_params(os.path.join(out, "final"), params, policy.cfg)
-  with open(os.path.join(out, "best", "best.json")) as f:
-    chosen = json.load(f)["step"]
+  chosen = read_json(os.path.join(out, "best", "best.json"))["step"]
   losses = [h["val_loss"] for h in history]
   return {"chosen_step": chosen, "best_step": history[int(np.argmin(losses))]["step"],
           "row_length": width, "val_loss_at_best": round(min(losses), 5),

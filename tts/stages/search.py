@@ -16,7 +16,7 @@ from tts.data.tasks import make_task
 from tts.search import methods, results, tree
 from tts.search.methods import MethodConfig
 from tts.search.sampler import SamplingConfig, pad_prompts
-from tts.search.verifier import KINDS, STEP_AGGREGATIONS
+from tts.search.verifier import KINDS, STEP_AGGREGATIONS, check_finite_readings
 from tts.stages.data import read_split
 from tts.stages.policy import load_policy
 from tts.train.checkpoints import load_model
@@ -154,6 +154,10 @@ def run(ctx) -> dict:
       progress.set_postfix_str(f"{name} n={n}")
       found = methods.run(decoder, methods.tree_shape(method, n), prompts, keys,
                           s.rows_per_batch, verifier[2])
+      for q, r in zip(questions, found):
+        check_finite_readings([r.prompt_score] + [x for c in r.candidates for x in c.step_scores],
+                              lambda at: f"a step of question {q['id']!r} ({name}, n={n})",
+                              f"search.verifiers.{method.verifier}")
       for m in ([k for k in missing if k <= n] if method.kind == "best_of_n" else [n]):
         per_question = ([methods.first_samples(r, m) for r in found]
                         if method.kind == "best_of_n" else found)

@@ -201,12 +201,17 @@ def family_entry(family: str, settings: list[Setting], baseline: dict, bins_by_k
   if extended:
     entry["extended"] = {"menu": sorted(s.name for s in settings)}
   per_question = {}
+  # What the runs could spend: the costliest menu setting at the largest budget. A matched
+  # budget below it is inside the runs even where compute-optimal chose to spend less.
+  largest = max(s.generations for s in menu)
+  ceiling = max((s for s in menu if s.generations <= largest), key=lambda s: s.flops.mean())
   for kind, bins in bins_by_kind.items():
     folds = two_folds(bins, cfg.seed)
     curves = lambda candidates: comparisons.family_curves(
         candidates, baseline, bins, folds, weights, costs[kind], cfg.charge_difficulty)
     entry[kind], correct, spent = curves(menu)
-    per_question[kind] = {"correct": correct.astype(int).tolist(), "flops": spent.tolist()}
+    per_question[kind] = {"correct": correct.astype(int).tolist(), "flops": spent.tolist(),
+                          "ceiling_flops": ceiling.flops.tolist()}
     if extended:
       entry["extended"][kind] = curves(settings)[0]
     if family == "search":

@@ -5,19 +5,34 @@ is the step (see `batches`). Orbax writes each step to a temporary directory and
 when complete, so a kill mid-save leaves the previous checkpoint intact.
 """
 import dataclasses
-import json
 import os
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from tts.atomic_files import write_json_atomic
+from tts.atomic_files import read_json, write_json_atomic
 from tts.model import LoadedModel, ModelConfig, Transformer
 
 
 class CheckpointMismatchError(ValueError):
   """A stored checkpoint does not fit the model the config describes."""
+
+
+class CheckpointDamagedError(ValueError):
+  """Orbax could not read a stored checkpoint (its bytes are damaged or missing)."""
+
+
+def _restore(restore, where: str, fix: str):
+  """restore(); any failure to read the stored bytes (orbax raises plain Exception) is a
+  CheckpointDamagedError naming `where` and the fix."""
+  try:
+    return restore()
+  except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise bare Exception
+    reason = str(e).split("\n")[0].split(". See full")[0]
+    raise CheckpointDamagedError(f"{where}: the checkpoint cannot be read ({reason}); it is "
+                                 f"damaged. {fix}") from None
 
 
 def _path_name(path) -> str:
@@ -70,8 +85,11 @@ class TrainCheckpoints:
     """abstract_state: ShapeDtypeStructs carrying the target shardings."""
     stored = self.manager.item_metadata(step)["state"]
     check_shapes(stored["params"], abstract_state["params"], f"{self.directory}/{step}")
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    where = f"{self.directory}/{step}"
+    restored = _restore(lambda: self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())), where,
+        f"Delete {where} to resume from the checkpoint before it, or rerun with --force")
+    check_finite(restored["state"]["params"], where)
     return restored["state"], restored["meta"]
 
   def wait(self):
@@ -95,16 +113,37 @@ def load_model_config(directory: str) -> ModelConfig:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: {directory} is not a saved model; run the stage "
                             "that trains it first")
-  with open(path) as f:
-    return ModelConfig(**json.load(f))
+  fields = read_json(path)
+  try:
+    return ModelConfig(**fields)
+  except (TypeError, ValueError) as e:
+    raise CheckpointMismatchError(f"{path} is not a model config ({e}); rerun the stage that "
+                                  "wrote it with --force") from None
+
+
+def check_finite(params, where: str):
+  """Restored weights hold no NaN or infinity (what a damaged checkpoint block gives)."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(params)
+  for path, leaf in flat:
+    if not bool(jnp.isfinite(leaf).all()):
+      raise FloatingPointError(
+          f"{where}: tensor {_path_name(path)} holds NaN or infinite values; the checkpoint is "
+          "damaged. Rerun the stage that wrote it with --force")
 
 
 def load_params(directory: str, abstract_params):
-  """Restores params into the shardings of `abstract_params`, checking every tensor's shape."""
+  """Restores params into the shardings of `abstract_params`, checking every tensor's shape
+  and that every value is finite."""
   path = os.path.join(os.path.abspath(directory), "params")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{path} not found: the weights of the saved model in {directory} "
+                            "are missing; rerun the stage that wrote it with --force")
   with ocp.StandardCheckpointer() as ckpt:
     check_shapes(ckpt.metadata(path).item_metadata.tree, abstract_params, path)
-    return ckpt.restore(path, abstract_params)
+    params = _restore(lambda: ckpt.restore(path, abstract_params), path,
+                      "Rerun the stage that wrote it with --force")
+  check_finite(params, path)
+  return params
 
 
 def load_model(directory: str) -> LoadedModel:

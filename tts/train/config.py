@@ -1,5 +1,6 @@
 """Trainer hyperparameters as a frozen dataclass built from the `train` config section."""
 import dataclasses
+from typing import ClassVar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,17 +31,21 @@ class TrainConfig:
   # val loss (the last one if training ends sooner): the paper picks its revision model
   # "slightly after validation loss starts rising". 0: the best evaluation itself.
   evals_after_best: int = 0
+  # Fields that must be >= 1 (checked by config_schema.build, which names the section).
+  POSITIVE: ClassVar[tuple[str, ...]] = (
+      "steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "checkpoint_every",
+      "keep_checkpoints", "log_every")
 
   def __post_init__(self):
     if self.patience and not self.keep_best:
-      raise ValueError("train.patience needs train.keep_best=True: stopping early only makes "
-                       "sense when the best weights are kept")
+      raise ValueError("patience needs keep_best=True: stopping early only makes sense when "
+                       "the best weights are kept")
     if self.evals_after_best and not self.keep_best:
-      raise ValueError("train.evals_after_best needs train.keep_best=True")
+      raise ValueError("evals_after_best needs keep_best=True")
     if self.patience and self.patience < self.evals_after_best:
-      raise ValueError(f"train.patience={self.patience} < train.evals_after_best="
-                       f"{self.evals_after_best}: training would stop before the evaluation "
-                       "whose weights are kept; raise train.patience")
+      raise ValueError(f"patience={self.patience} < evals_after_best={self.evals_after_best}: "
+                       "training would stop before the evaluation whose weights are kept; "
+                       "raise patience")
     if self.batch_size % self.grad_accum:
-      raise ValueError(f"train.batch_size={self.batch_size} is not divisible by "
-                       f"train.grad_accum={self.grad_accum}; pick a divisor")
+      raise ValueError(f"batch_size={self.batch_size} is not divisible by "
+                       f"grad_accum={self.grad_accum}; pick a divisor")

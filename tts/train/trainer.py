@@ -19,7 +19,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from tts.atomic_files import write_json_atomic, write_lines_atomic
+from tts.atomic_files import (read_json, read_jsonl, to_json, write_json_atomic,
+                              write_lines_atomic)
 from tts.model import ModelConfig, Transformer
 from tts.model.sharding import batch_sharding, param_shardings
 from tts.train import batches, checkpoints
@@ -160,6 +161,7 @@ class Trainer:
     Returns (params, history): history is the list of eval records.
     """
     cfg = self.cfg
+    section = desc.replace("/", ".")  # its config section, for messages: policy.small
     ckpts = TrainCheckpoints(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     state, start = self.new_state(init_params), 0
@@ -189,11 +191,12 @@ class Trainer:
         record = {k: float(v) for k, v in metrics.items()}
         if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
           ckpts.wait()
+          bar.close()  # so the error starts a line of its own
           raise FloatingPointError(
               f"{desc}: loss is {record['loss']} (gradient norm {record['grad_norm']}) at step "
               f"{done}; nothing was saved after the "
-              f"last good checkpoint (step {last_good}) in {ckpts.directory}. Lower train.lr "
-              f"(now {cfg.lr}) or train.clip_norm, then rerun to resume from it")
+              f"last good checkpoint (step {last_good}) in {ckpts.directory}. Lower {section}.lr "
+              f"(now {cfg.lr}) or {section}.clip_norm, then rerun to resume from it")
         elapsed = time.perf_counter() - tick
         record.update(step=done, tokens_per_s=tokens_per_step * (done - tick_step) / elapsed)
         tick, tick_step = time.perf_counter(), done
@@ -215,7 +218,7 @@ class Trainer:
     ckpts.close()
     if best is not None:
       if not history:
-        raise ValueError(f"{desc}: train.keep_best needs validation data to pick weights")
+        raise ValueError(f"{section}.keep_best needs validation data to pick weights")
       return best.load(self.abstract_params), history
     return state["params"], history
 
@@ -232,8 +235,7 @@ class BestWeights:
     path = os.path.join(self.directory, "best.json")
     if not os.path.exists(path):
       return None
-    with open(path) as f:
-      return json.load(f)
+    return read_json(path)
 
   def save(self, step: int, params, model_cfg):
     old = self._pointer()
@@ -261,15 +263,13 @@ def _read_history(path: str, step: int) -> list[dict]:
   early-stopping decisions."""
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  return [r for r in records if r["step"] <= step and "val_loss" in r]
+  return [r for r in read_jsonl(path) if r["step"] <= step and "val_loss" in r]
 
 
 def _append_metrics(path: str, record: dict):
   if jax.process_index() == 0:
     with open(path, "a") as f:
-      f.write(json.dumps(record, sort_keys=True) + "\n")
+      f.write(to_json(record, path, sort_keys=True) + "\n")
 
 
 def _truncate_metrics(path: str, step: int):
