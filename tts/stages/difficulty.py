@@ -85,6 +85,9 @@ def run(ctx) -> dict:
   # One prefill per prompt, read after its last token (as the engine's score_prompts).
   prompt_scores = verifier.final_readings(prm, [x["prompt_ids"] for x in questions], eos,
                                           task.vocab.pad_id, min(cfg.batch_size, q))
+  verifier.check_finite_readings(
+      prompt_scores, lambda at: f"the prompt of question {questions[at[0]]['id']!r}",
+      f"search.verifiers.{cfg.verifier}")
 
   greedy = sample_questions(large, [x["prompt_ids"] for x in questions],
                             jax.random.split(jax.random.key(cfg.seed), q),
