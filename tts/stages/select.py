@@ -1,10 +1,12 @@
 """`select` stage: compute-optimal settings per difficulty bin and budget (2-fold
-cross-validation), against the baseline, for search and (when its files exist) revisions.
+cross-validation), against the baseline, for search and (when its files exist) revisions,
+under each kind of difficulty bins (oracle, predicted, prompt), each charged what its
+estimate cost.
 
 Reads difficulty/questions.jsonl and the result files search/<method>/n<N>.jsonl and
 revision_search/<method>/n<N>.jsonl; writes select/selection.json (curves, choices,
-efficiency ratios) and select/settings.json (every setting's accuracy by bin). Schemas in
-WORKSPACE.md.
+efficiency ratios, how each bin kind tracks pass@1) and select/settings.json (every
+setting's accuracy by bin). Schemas in WORKSPACE.md.
 """
 import glob
 import os
