@@ -29,6 +29,9 @@ LARGE_RIGHT_BINS = (1, 2, 3)  # the 14x model's greedy answer is right on these 
 SMALL = ModelConfig(vocab_size=20, num_layers=2, d_model=16, num_heads=2, num_kv_heads=1, d_ff=32)
 LARGE = dataclasses.replace(SMALL, num_layers=4, d_model=48, d_ff=128)
 ESTIMATION_GENERATIONS = 4
+ESTIMATION_FLOPS = 6000.0  # parameters; attention adds ESTIMATION_ATTENTION (per question)
+ESTIMATION_ATTENTION = 1000.0
+PROMPT_ESTIMATION_FLOPS = 300.0  # one verifier prefill of the prompt: parameters + attention
 FLOPS_PER_GENERATION = 2_000_000
 TOKENS = 10
 # By hand: 1 + 2 + ... + 10 = 55 (query, key) pairs per candidate, 4 x 2 layers x 2 heads x
@@ -62,13 +65,19 @@ def write_run(workdir: str, revisions: bool = True, ids_offset: int = 0,
   is right on at n (bins <= bon_bins(n))."""
   rng = np.random.default_rng(0)
   predicted = [min(BINS, max(1, bin_of(i) + int(rng.integers(-1, 2)))) for i in range(Q)]
+  prompt = [min(BINS, max(1, bin_of(i) + int(rng.integers(-2, 3)))) for i in range(Q)]
   write_jsonl_atomic(os.path.join(workdir, "difficulty", "questions.jsonl"), [
       {"id": f"test-{i:05d}", "difficulty": bin_of(i), "pass1": 1 - bin_of(i) / 10,
-       "predicted_score": 0.5, "oracle_bin": bin_of(i), "predicted_bin": predicted[i],
+       "predicted_score": 1 - predicted[i] / 10, "prompt_score": 1 - prompt[i] / 10,
+       "oracle_bin": bin_of(i), "predicted_bin": predicted[i], "prompt_bin": prompt[i],
        "large_greedy_correct": bin_of(i) in LARGE_RIGHT_BINS, "large_tokens": 20 + bin_of(i),
        "large_flops": 2 * LARGE.num_params * (20 + bin_of(i)),
        "estimation": {"generations": ESTIMATION_GENERATIONS, "policy_tokens": 0,
-                      "verifier_tokens": 0, "flops": 6000.0}} for i in range(Q)])
+                      "verifier_tokens": 0, "flops": ESTIMATION_FLOPS,
+                      "attention_flops": ESTIMATION_ATTENTION},
+       "prompt_estimation": {"generations": 0, "policy_tokens": 0, "verifier_tokens": 0,
+                             "flops": PROMPT_ESTIMATION_FLOPS - 100.0,
+                             "attention_flops": 100.0}} for i in range(Q)])
   search = os.path.join(workdir, "search")
   ids = range(ids_offset, ids_offset + Q)
   for n in bon_budgets:

@@ -25,6 +25,26 @@ def test_pass_rate_and_rank_correlation():
   np.testing.assert_allclose(difficulty.pass_at_1(correct), [0.75, 0.0, 0.25])
   assert difficulty.spearman([3, 1, 2], [30, 10, 20]) == pytest.approx(1.0)
   assert difficulty.spearman([3, 1, 2], [10, 30, 20]) == pytest.approx(-1.0)
+  np.testing.assert_allclose(difficulty.ranks([0.5, 0.0, 0.5, 0.5, 1.0]), [2, 0, 2, 2, 4])
+
+
+@pytest.mark.filterwarnings("ignore:An input array is constant")
+def test_resampled_rank_correlation_counts_each_draw():
+  """A resample drawing question i c times ranks it c times (ties share their mean); one
+  whose draws are constant on a side has no correlation (NaN, left out of intervals)."""
+  from scipy import stats
+  from tts.scaling import bootstrap
+  a, b = [0.9, 0.1, 0.4, 0.7, 0.2], [1.0, 0.0, 0.75, 0.25, 0.25]
+  weights = bootstrap.resample_weights(5, 50, seed=0)
+  got = difficulty.resampled_spearman(weights, a, b)
+  for w, rho in zip(weights, got):
+    drawn = np.repeat(np.arange(5), np.rint(w * 5).astype(int))
+    want = stats.spearmanr(np.take(a, drawn), np.take(b, drawn)).statistic
+    assert rho == pytest.approx(want, abs=1e-12, nan_ok=True)
+  assert np.isnan(got).any() and not np.isnan(got).all()
+  once = np.full((1, 5), 0.2)  # every question drawn once: the plain correlation
+  assert difficulty.resampled_spearman(once, a, b)[0] == pytest.approx(
+      difficulty.spearman(a, b))
 
 
 def _setting(method, correct, generations=4, n=4):

@@ -191,3 +191,111 @@ def test_same_files_and_seed_give_the_same_intervals(made_run, tmp_path):
   assert _json(tmp_path, "select", "selection.json")["families"]["search"]["predicted"][
       "compute_optimal"]["accuracy_ci"] != _json(made_run, "select", "selection.json")[
       "families"]["search"]["predicted"]["compute_optimal"]["accuracy_ci"]
+
+
+def test_difficulty_without_samples_table(made_run):
+  """Oracle, predicted and prompt bins side by side: agreement with oracle bins, Spearman
+  of the bin score with pass@1 (checked against scipy), estimation cost, and the charged
+  efficiency headline; every bin kind gets its verdicts."""
+  from scipy import stats
+  questions = [json.loads(line) for line in open(os.path.join(made_run, "difficulty",
+                                                              "questions.jsonl"))]
+  summary = _json(made_run, "report", "summary.json")
+  table = summary["difficulty_without_samples"]
+  assert list(table) == ["oracle", "predicted", "prompt"]
+  pass1 = [q["pass1"] for q in questions]
+  for kind, score in (("oracle", "pass1"), ("predicted", "predicted_score"),
+                      ("prompt", "prompt_score")):
+    row = table[kind]
+    same = sum(q[f"{kind}_bin"] == q["oracle_bin"] for q in questions) / len(questions)
+    assert row["agreement_with_oracle"]["value"] == round(same, 4)
+    rho = stats.spearmanr([q[score] for q in questions], pass1).statistic
+    assert row["rank_correlation"]["value"] == pytest.approx(rho, abs=1e-4)
+    for key in ("agreement_with_oracle", "rank_correlation"):
+      lo, hi = row[key]["ci"]
+      assert lo <= row[key]["value"] <= hi
+    assert set(summary["findings"][kind]) == set(summary["findings"]["oracle"])
+    assert set(row["efficiency_charged"]) == {"search", "revisions"}
+  assert table["oracle"]["agreement_with_oracle"] == {"value": 1.0, "ci": [1.0, 1.0]}
+  assert 0 < table["prompt"]["agreement_with_oracle"]["value"] < 1
+  assert table["predicted"]["rank_correlation"]["ci"][0] < table["predicted"][
+      "rank_correlation"]["value"] < 1
+  assert (table["oracle"]["estimation_generations"], table["oracle"]["estimation_flops"]) == (
+      scaling_files.ESTIMATION_GENERATIONS,
+      scaling_files.ESTIMATION_FLOPS + scaling_files.ESTIMATION_ATTENTION)
+  assert (table["prompt"]["estimation_generations"], table["prompt"]["estimation_flops"]) == (
+      0, scaling_files.PROMPT_ESTIMATION_FLOPS)
+  # Oracle: 1.0 at 4 generations + 4 to estimate; best-of-N needs 16: charged ratio 2.
+  assert table["oracle"]["efficiency_charged"]["search"]["max"] == 2.0
+  selection = _json(made_run, "select", "selection.json")
+  prompt = selection["families"]["search"]["prompt"]
+  assert prompt["efficiency_charged"] == prompt["efficiency"]  # nothing to charge
+  assert table["prompt"]["efficiency_charged"]["search"] == prompt["efficiency"]["headline"]
+  with open(os.path.join(made_run, "report", "summary.md")) as f:
+    text = f.read()
+  assert "## Difficulty without samples" in text
+  assert "| finding | oracle bins | predicted bins | prompt bins |" in text
+  assert "| prompt | prompt_score | 0 | 300 | " in text
+
+
+def test_charged_estimation_flops_follow_the_bin_kind(tmp_path):
+  """With charge_difficulty each bin kind's curve carries its own estimate's FLOPs,
+  attention included: K samples for oracle and predicted bins, a prompt prefill for prompt
+  bins (and no generations)."""
+  scaling_files.write_run(str(tmp_path), revisions=False)
+  _run(tmp_path, scaling_files.config(), select, flops)
+  free = _json(tmp_path, "flops", "flops.json")["families"]["search"]
+  _run(tmp_path, scaling_files.config(charge_difficulty=True), select, flops)
+  charged = _json(tmp_path, "flops", "flops.json")["families"]["search"]
+  extra = {"oracle": scaling_files.ESTIMATION_FLOPS + scaling_files.ESTIMATION_ATTENTION,
+           "predicted": scaling_files.ESTIMATION_FLOPS + scaling_files.ESTIMATION_ATTENTION,
+           "prompt": scaling_files.PROMPT_ESTIMATION_FLOPS}
+  for kind, cost in extra.items():
+    got = charged[kind]["curves"]["all"]["flops"]
+    want = free[kind]["curves"]["all"]["flops"]
+    assert got == pytest.approx([f + cost for f in want], abs=0.1), kind
+  selection = _json(tmp_path, "select", "selection.json")
+  assert selection["difficulty_cost_generations"] == {"oracle": 4.0, "predicted": 4.0,
+                                                      "prompt": 0.0}
+  prompt = selection["families"]["search"]["prompt"]
+  assert prompt["efficiency_judged"] == "efficiency_charged"
+  assert prompt["efficiency_charged"]["headline"] == prompt["efficiency"]["headline"]
+
+
+def test_headline_on_prompt_bins(tmp_path):
+  """select.bins=prompt drives the headline, the figures and the FLOPs-matched table."""
+  scaling_files.write_run(str(tmp_path), revisions=False)
+  _run(tmp_path, scaling_files.config(bins="prompt"), select, flops, report)
+  summary = _json(tmp_path, "report", "summary.json")
+  assert summary["bins"] == "prompt"
+  assert summary["findings"]["prompt"]["2_compute_optimal_search"]["status"] in (
+      "reproduced", "partly", "not reproduced", "not measurable")
+  assert "(prompt bins, cross-validated" in open(
+      os.path.join(tmp_path, "report", "summary.md")).read()
+
+
+def test_difficulty_files_without_prompt_bins_are_refused(tmp_path):
+  scaling_files.write_run(str(tmp_path), revisions=False)
+  path = os.path.join(tmp_path, "difficulty", "questions.jsonl")
+  lines = [json.loads(line) for line in open(path)]
+  for q in lines:
+    del q["prompt_bin"], q["prompt_estimation"]
+  with open(path, "w") as f:
+    f.writelines(json.dumps(q) + "\n" for q in lines)
+  with pytest.raises(ValueError, match=r"lacks prompt_bin, prompt_estimation.attention_flops"
+                                       r" .*redo the difficulty stage"):
+    _run(tmp_path, scaling_files.config(), select)
+
+
+def test_rank_correlation_without_spread_is_null(tmp_path):
+  """Every question with the same pass@1: no rank correlation to report (not 0, not NaN)."""
+  scaling_files.write_run(str(tmp_path), revisions=False)
+  path = os.path.join(tmp_path, "difficulty", "questions.jsonl")
+  lines = [{**json.loads(line), "pass1": 0.0} for line in open(path)]
+  with open(path, "w") as f:
+    f.writelines(json.dumps(q) + "\n" for q in lines)
+  _run(tmp_path, scaling_files.config(), select, flops, report)
+  table = _json(tmp_path, "report", "summary.json")["difficulty_without_samples"]
+  assert [table[k]["rank_correlation"] for k in table] == [None] * 3
+  assert "| prompt | prompt_score | 0 | 300 | +0.375 [+0.225, +0.525] | n/a |" in open(
+      os.path.join(tmp_path, "report", "summary.md")).read()

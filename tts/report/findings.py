@@ -1,6 +1,7 @@
 """The paper's four findings (docs/paper.md), each judged from the intervals in the select and
-flops files, for oracle and for predicted difficulty bins: reproduced, partly, not reproduced
-or not measurable, with the criterion and the intervals behind the verdict in its statement.
+flops files, for each kind of difficulty bins (oracle, predicted, prompt): reproduced,
+partly, not reproduced or not measurable, with the criterion and the intervals behind the
+verdict in its statement.
 
 A check reads a 95% paired-bootstrap interval against a threshold: `supported` when the
 whole interval is on the finding's side, `contradicted` when none of it is, `undecided`
@@ -159,7 +160,7 @@ def _with_status(parts: dict) -> dict:
 
 
 def all_findings(selection: dict, flops: dict, bins: str) -> dict:
-  """The four findings under one bin kind (oracle or predicted)."""
+  """The four findings under one bin kind (config.BIN_KINDS)."""
   families = selection["families"]
   search = families["search"][bins]
   revisions = families.get("revisions", {}).get(bins)

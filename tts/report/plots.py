@@ -66,19 +66,19 @@ def methods_vs_budget(rows: list[dict], title: str, bins: list[str], bin_kind: s
   _save(fig, path, dpi)
 
 
-def compute_optimal(rows: list[dict], family: str, baseline: str, cost: float, path: str,
+def compute_optimal(rows: list[dict], family: str, baseline: str, costs: dict, path: str,
                     dpi: int):
-  """Compute-optimal (oracle and predicted bins) against the baseline; the predicted curve
-  also shifted right by the difficulty estimation it needs (charged)."""
+  """Compute-optimal under each bin kind against the baseline; a curve whose bins cost
+  generations to estimate also shifted right by them (charged)."""
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   _line(ax, rows, "budget", "baseline", marker="o", color="gray", label=baseline)
-  _line(ax, rows, "budget", "compute_optimal_oracle", marker="s",
-        label="compute-optimal, oracle bins")
-  _line(ax, rows, "budget", "compute_optimal_predicted", marker="^",
-        label="compute-optimal, predicted bins")
-  _line(ax, rows, "charged_budget", "compute_optimal_predicted", band=False, marker="^",
-        linestyle="--", alpha=0.6,
-        label=f"predicted bins + {cost:g} generations to estimate difficulty")
+  for (kind, cost), marker in zip(costs.items(), "s^Dv"):
+    _line(ax, rows, "budget", f"compute_optimal_{kind}", marker=marker,
+          label=f"compute-optimal, {kind} bins")
+    if cost:
+      _line(ax, rows, f"charged_budget_{kind}", f"compute_optimal_{kind}", band=False,
+            marker=marker, linestyle="--", alpha=0.6, color=ax.get_lines()[-1].get_color(),
+            label=f"{kind} bins + {cost:g} generations to estimate difficulty")
   _budget_axis(ax)
   ax.set_ylabel("accuracy (2-fold cross-validated)")
   ax.set_title(f"{family}: compute-optimal against {baseline}\n(bands: 95% intervals)")

@@ -2,7 +2,12 @@
 config_schema.build)."""
 import dataclasses
 
-BIN_KINDS = ("oracle", "predicted")
+BIN_KINDS = ("oracle", "predicted", "prompt")
+# Per bin kind, the difficulty record field it bins (higher = easier) and the one holding
+# what estimating it cost per question (oracle and predicted bins share the K samples).
+BIN_SCORES = {"oracle": "pass1", "predicted": "predicted_score", "prompt": "prompt_score"}
+BIN_ESTIMATION = {"oracle": "estimation", "predicted": "estimation",
+                  "prompt": "prompt_estimation"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -13,17 +18,19 @@ class DifficultyConfig:
   max_new_tokens: int = 136
   batch_size: int = 256  # rows sampled (and scored) together
   verifier: str = "prm"  # a name under search.verifiers: the PRM whose mean final score
-  # predicts difficulty
+  # predicts difficulty, and whose reading after the prompt alone gives prompt bins
   seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class SelectConfig:
-  bins: str = "oracle"  # bins behind the headline and the FLOPs comparison: oracle|predicted
+  bins: str = "oracle"  # bins behind the headline and the FLOPs comparison:
+  # oracle|predicted|prompt
   rule: str = "weighted"  # the answer rule scored: selected.<rule>.correct
   search_baseline: str = "best_of_n"  # the search method compute-optimal is compared with
-  # Charge each question the K generations (and FLOPs) spent estimating its difficulty
-  # (the paper leaves them out; a deployed system pays them).
+  # Charge each question the generations (and FLOPs) spent estimating its difficulty: K
+  # for oracle and predicted bins, none for prompt bins (the paper leaves them out; a
+  # deployed system pays them).
   charge_difficulty: bool = False
   seed: int = 0  # the 2-fold split of every bin, and the bootstrap's resamples
   resamples: int = 1000  # paired bootstrap over questions: 95% intervals

@@ -1,5 +1,6 @@
-"""Question difficulty: oracle (pass@1 of the small policy) and predicted (mean final
-verifier score of the same samples), each split into equal-count quantile bins.
+"""Question difficulty: oracle (pass@1 of the small policy), predicted (mean final
+verifier score of the same samples) and prompt (the verifier's reading after the prompt
+alone, no sample), each split into equal-count quantile bins.
 
 Bins are numbered 1 (easiest) to num_bins (hardest), as the paper's levels. Equal counts:
 a tie (e.g. many questions with pass@1 = 0) is split between neighbouring bins by question
@@ -35,19 +36,27 @@ def quantile_bins(values, num_bins: int) -> np.ndarray:
   return bins
 
 
-def spearman(a, b) -> float:
-  """Rank correlation (average ranks for ties): how well predicted difficulty orders
-  questions like the oracle does."""
-  def ranks(x):
-    x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x))
-    r[order] = np.arange(len(x))
-    for value in np.unique(x):  # ties share their mean rank
-      same = x == value
-      r[same] = r[same].mean()
-    return r
+def ranks(x) -> np.ndarray:
+  """0-based ranks, ties sharing their mean rank: float[len(x)]."""
+  _, inverse, counts = np.unique(np.asarray(x, np.float64), return_inverse=True,
+                                 return_counts=True)
+  return (np.cumsum(counts) - (counts + 1) / 2.0)[inverse.reshape(-1)]
+
+
+def spearman(a, b, undefined: float = 0.0) -> float:
+  """Rank correlation (average ranks for ties): how well a difficulty score orders
+  questions like pass@1 does. `undefined` when either side is constant."""
   ra, rb = ranks(a), ranks(b)
   if ra.std() == 0 or rb.std() == 0:
-    return 0.0
+    return undefined
   return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def resampled_spearman(weights, a, b) -> np.ndarray:
+  """`spearman` in each bootstrap resample: weights float[B, Q] as
+  bootstrap.resample_weights (a question drawn c times counts c times) -> float[B]; NaN
+  for a resample where either side is constant (bootstrap.interval leaves it out)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  counts = np.rint(np.asarray(weights) * len(a)).astype(np.int64)
+  return np.array([spearman(np.repeat(a, c), np.repeat(b, c), undefined=np.nan)
+                   for c in counts])

@@ -2,9 +2,11 @@
 
 K samples per question (the questions the search stage uses: the first
 search.num_questions of the test split). Oracle difficulty: their pass@1. Predicted
-difficulty: the PRM's mean reading after their last step, no ground truth used. Each split
-into equal-count quantile bins. Also the 14x model's greedy answer per question, which the
-FLOPs-matched comparison needs, and the compute spent, so selection can charge it.
+difficulty: the PRM's mean reading after their last step, no ground truth used. Prompt
+difficulty: the PRM's reading after the prompt alone (the position the search engine
+scores before it samples), no sample at all. Each split into equal-count quantile bins.
+Also the 14x model's greedy answer per question, which the FLOPs-matched comparison needs,
+and the compute each estimate spent, so selection can charge it.
 Writes difficulty/questions.jsonl and difficulty/manifest.json (WORKSPACE.md).
 """
 import os
@@ -17,7 +19,7 @@ from tqdm import tqdm
 from tts import config_schema
 from tts.atomic_files import write_json_atomic, write_jsonl_atomic
 from tts.data.tasks import make_task
-from tts.scaling import difficulty
+from tts.scaling import difficulty, flops
 from tts.scaling.config import DifficultyConfig
 from tts.search import sampler, verifier
 from tts.search.sampler import SamplingConfig
@@ -33,6 +35,23 @@ def sample_questions(model, prompts: list[list[int]], keys, sampling: SamplingCo
     return sampler.sample_all(model.graphdef, model.params, prompts, keys, sampling,
                               (task.vocab.eos_id,), task.vocab.pad_id, batch_size,
                               progress=bar.update)
+
+
+def estimation_cost(policy, scorer, generated: list[list[int]], read: list[list[int]]
+                    ) -> dict:
+  """Compute one question's difficulty estimate spent: the policy decoding each of
+  `generated` (prompt + sample, each its own sequence) and the verifier prefilling each of
+  `read`. flops: parameters only, as the search records' counts; attention_flops: the
+  (query, key) pairs of both (tts/scaling/flops.py), which select and flops add."""
+  policy_tokens, verifier_tokens = sum(map(len, generated)), sum(map(len, read))
+  policy_pairs = int(sum(flops.causal_pairs(0, len(s)) for s in generated))
+  verifier_pairs = int(sum(flops.causal_pairs(0, len(s)) for s in read))
+  return {"generations": len(generated), "policy_tokens": policy_tokens,
+          "verifier_tokens": verifier_tokens,
+          "flops": 2 * policy.num_params * policy_tokens + 2 * scorer.num_params * verifier_tokens,
+          "policy_attention_pairs": policy_pairs, "verifier_attention_pairs": verifier_pairs,
+          "attention_flops": (flops.attention_flops_per_pair(policy) * policy_pairs
+                              + flops.attention_flops_per_pair(scorer) * verifier_pairs)}
 
 
 def run(ctx) -> dict:
@@ -63,6 +82,13 @@ def run(ctx) -> dict:
       scores, lambda at: f"sample {at[1]} of question {questions[at[0]]['id']!r}",
       f"search.verifiers.{cfg.verifier}")
 
+  # One prefill per prompt, read after its last token (as the engine's score_prompts).
+  prompt_scores = verifier.final_readings(prm, [x["prompt_ids"] for x in questions], eos,
+                                          task.vocab.pad_id, min(cfg.batch_size, q))
+  verifier.check_finite_readings(
+      prompt_scores, lambda at: f"the prompt of question {questions[at[0]]['id']!r}",
+      f"search.verifiers.{cfg.verifier}")
+
   greedy = sample_questions(large, [x["prompt_ids"] for x in questions],
                             jax.random.split(jax.random.key(cfg.seed), q),
                             SamplingConfig(temperature=0.0, max_new_tokens=cfg.max_new_tokens),
@@ -72,21 +98,23 @@ def run(ctx) -> dict:
   predicted = difficulty.mean_final_score(scores)
   oracle_bins = difficulty.quantile_bins(pass1, cfg.num_bins)
   predicted_bins = difficulty.quantile_bins(predicted, cfg.num_bins)
-  n_small, n_large, n_prm = small.cfg.num_params, large.cfg.num_params, prm.cfg.num_params
+  prompt_bins = difficulty.quantile_bins(prompt_scores, cfg.num_bins)
+  n_large = large.cfg.num_params
   records = []
   for i, x in enumerate(questions):
-    policy_tokens = sum(len(x["prompt_ids"]) + len(s) for s in samples[i * k:(i + 1) * k])
-    verifier_tokens = sum(map(len, read[i * k:(i + 1) * k]))
     large_tokens = len(x["prompt_ids"]) + len(greedy[i])
     records.append({
         "id": x["id"], "difficulty": x["difficulty"],
         "pass1": round(float(pass1[i]), 6), "predicted_score": round(float(predicted[i]), 6),
+        "prompt_score": round(float(prompt_scores[i]), 6),
         "oracle_bin": int(oracle_bins[i]), "predicted_bin": int(predicted_bins[i]),
+        "prompt_bin": int(prompt_bins[i]),
         "large_greedy_correct": bool(task.is_correct(task.vocab.decode(greedy[i]), x)),
         "large_tokens": large_tokens, "large_flops": 2 * n_large * large_tokens,
-        "estimation": {"generations": k, "policy_tokens": policy_tokens,
-                       "verifier_tokens": verifier_tokens,
-                       "flops": 2 * n_small * policy_tokens + 2 * n_prm * verifier_tokens}})
+        "estimation": estimation_cost(
+            small.cfg, prm.cfg, [x["prompt_ids"] + s for s in samples[i * k:(i + 1) * k]],
+            read[i * k:(i + 1) * k]),
+        "prompt_estimation": estimation_cost(small.cfg, prm.cfg, [], [x["prompt_ids"]])})
   manifest = {
       "questions": q, "samples": k, "num_bins": cfg.num_bins, "verifier": cfg.verifier,
       "pass1": round(float(pass1.mean()), 4),
@@ -94,13 +122,16 @@ def run(ctx) -> dict:
                               for b in range(1, cfg.num_bins + 1)],
       "rank_correlation": round(difficulty.spearman(pass1, predicted), 4),
       "bin_agreement": round(float(np.mean(oracle_bins == predicted_bins)), 4),
+      "prompt_rank_correlation": round(difficulty.spearman(pass1, prompt_scores), 4),
+      "prompt_bin_agreement": round(float(np.mean(oracle_bins == prompt_bins)), 4),
       "large_greedy_accuracy": round(float(np.mean([r["large_greedy_correct"]
                                                     for r in records])), 4),
-      "estimation": {key: sum(r["estimation"][key] for r in records)
-                     for key in ("generations", "policy_tokens", "verifier_tokens", "flops")}}
+      **{field: {key: sum(r[field][key] for r in records) for key in records[0][field]}
+         for field in ("estimation", "prompt_estimation")}}
   directory = ctx.stage_dir("difficulty")
   if ctx.is_main:
     write_jsonl_atomic(os.path.join(directory, "questions.jsonl"), records)
     write_json_atomic(os.path.join(directory, "manifest.json"), manifest)
   return {k_: manifest[k_] for k_ in ("pass1_by_oracle_bin", "rank_correlation",
-                                      "bin_agreement", "large_greedy_accuracy")}
+                                      "bin_agreement", "prompt_rank_correlation",
+                                      "prompt_bin_agreement", "large_greedy_accuracy")}

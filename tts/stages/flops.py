@@ -9,6 +9,9 @@ read off the bin's compute-optimal curve (select stage: per-question outcomes an
 policy + verifier, attention included), interpolated in log FLOPs between budgets run; when
 the matched budget exceeds the largest run, the largest run's accuracy stands and the cell
 says `beyond_largest_run`. Intervals: the select stage's paired bootstrap (same resamples).
+With select.charge_difficulty each question's curve also carries its bins' difficulty
+estimate (K samples for oracle and predicted bins, one verifier prefill of the prompt for
+prompt bins; parameters and attention).
 """
 import os
 
@@ -18,7 +21,7 @@ from tts import config_schema
 from tts.atomic_files import read_json, write_json_atomic
 from tts.scaling import bootstrap, comparisons, flops
 from tts.scaling.config import BIN_KINDS, FlopsConfig
-from tts.stages.select import read_difficulty
+from tts.stages.select import estimation_flops, read_difficulty
 from tts.train.checkpoints import load_model_config
 
 
@@ -137,8 +140,11 @@ def run(ctx) -> dict:
            "flops": np.array([flops.greedy_flops(models["large"], t) for t in tokens])}
   boot = selection["bootstrap"]
   weights = bootstrap.resample_weights(len(questions), boot["resamples"], boot["seed"])
-  extra = (np.array([q["estimation"]["flops"] for q in questions], np.float64)
-           if selection["charge_difficulty"] else np.zeros(len(questions)))
+  # Per bin kind, each question's difficulty estimate (parameters and attention), charged
+  # with select.charge_difficulty.
+  charge = selection["charge_difficulty"]
+  extra = {k: np.array([estimation_flops(q, k) if charge else 0.0 for q in questions])
+           for k in BIN_KINDS}
   out = {"params": {**params, "ratio": round(params["large"] / params["small"], 3)},
          "attention_flops_per_pair": {n: flops.attention_flops_per_pair(m)
                                       for n, m in models.items()},
@@ -157,7 +163,7 @@ def run(ctx) -> dict:
     out["families"][family] = {
         kind: family_matched(per_question[family][kind],
                            np.array([q[f"{kind}_bin"] for q in questions]), entry["budgets"],
-                           large, extra, weights, params, cfg.ratios)
+                           large, extra[kind], weights, params, cfg.ratios)
         for kind in BIN_KINDS}
   if ctx.is_main:
     write_json_atomic(os.path.join(ctx.stage_dir("flops"), "flops.json"), out)

@@ -2,8 +2,8 @@
 
 Reads select/selection.json, select/settings.json and flops/flops.json; writes under
 report/: one PNG and one CSV per figure, summary.json (findings, efficiency ratios,
-FLOPs-matched differences per bin) and summary.md (the same for a reader). Keys in
-WORKSPACE.md.
+FLOPs-matched differences per bin, the bin kinds side by side) and summary.md (the same
+for a reader). Keys in WORKSPACE.md.
 """
 import csv
 import io
@@ -47,13 +47,19 @@ def method_rows(settings: list[dict], bin_kind: str) -> list[dict]:
   return rows
 
 
-def compute_optimal_rows(entry: dict, cost: float) -> list[dict]:
+def compute_optimal_rows(entry: dict, costs: dict) -> list[dict]:
+  """Per budget: the baseline and compute-optimal under each bin kind, and each kind's
+  budget with its difficulty estimation charged."""
   curve = lambda kind, which, i: (entry[kind][which]["accuracy"][i],
                                   entry[kind][which]["accuracy_ci"][i])
-  return [{"budget": b, **_with_ci("baseline", *curve("oracle", "baseline", i)),
-           **_with_ci("compute_optimal_oracle", *curve("oracle", "compute_optimal", i)),
-           **_with_ci("compute_optimal_predicted", *curve("predicted", "compute_optimal", i)),
-           "charged_budget": b + cost} for i, b in enumerate(entry["budgets"])]
+  rows = []
+  for i, b in enumerate(entry["budgets"]):
+    row = {"budget": b, **_with_ci("baseline", *curve(BIN_KINDS[0], "baseline", i))}
+    for kind in BIN_KINDS:
+      row.update(_with_ci(f"compute_optimal_{kind}", *curve(kind, "compute_optimal", i)))
+      row[f"charged_budget_{kind}"] = b + costs[kind]
+    rows.append(row)
+  return rows
 
 
 def ratio_rows(settings: list[dict], bin_kind: str) -> tuple[int, list[dict]]:
@@ -104,11 +110,48 @@ def matched_summary(per: dict) -> dict:
           "relative": {b: v["relative_difference"] for b, v in per["bins"].items()}}
 
 
-def _est(e: dict | None, scale: float = 1.0, unit: str = "") -> str:
+def _est(e: dict | None, scale: float = 1.0, unit: str = "", digits: int = 1) -> str:
   if e is None:
     return "n/a"
   lo, hi = (scale * c for c in e["ci"])
-  return f"{scale * e['value']:+.1f}{unit} [{lo:+.1f}, {hi:+.1f}]"
+  return f"{scale * e['value']:+.{digits}f}{unit} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def without_samples(selection: dict, families: list[str]) -> dict:
+  """Per bin kind: agreement with oracle bins, Spearman with pass@1, what estimating it
+  costs, and the efficiency headline with that cost charged, per family."""
+  return {k: {**quality, "efficiency_charged": {
+      f: selection["families"][f][k]["efficiency_charged"]["headline"] for f in families}}
+          for k, quality in selection["bin_kinds"].items()}
+
+
+def _ratio(head: dict) -> str:
+  if head["max"] is None:
+    return "n/a"
+  return f"{head['max']:.2f}x [{head['max_ci'][0]:.2f}, {head['max_ci'][1]:.2f}]"
+
+
+def without_samples_markdown(table: dict) -> list[str]:
+  families = list(next(iter(table.values()))["efficiency_charged"])
+  lines = ["## Difficulty without samples: oracle, predicted and prompt bins", "",
+           "Prompt bins: the verifier's reading after the prompt alone (no sample). "
+           "Agreement: fraction of questions in the same bin as with oracle bins. Spearman: "
+           "rank correlation of the bin score with pass@1. Efficiency: the headline (max) "
+           "ratio with the estimation's generations charged to compute-optimal's budget; "
+           "the FLOPs column is what the estimate costs per question (parameters and "
+           "attention), which the FLOPs-matched comparison charges with "
+           "select.charge_difficulty.", "",
+           "| bins | score | generations / question | FLOPs / question | agreement with "
+           "oracle | Spearman with pass@1 | " + " | ".join(
+               f"{f} efficiency, charged" for f in families) + " |",
+           "|---|---|---|---|---|---|" + "---|" * len(families)]
+  for kind, row in table.items():
+    lines.append(
+        f"| {kind} | {row['score']} | {row['estimation_generations']:g} | "
+        f"{row['estimation_flops']:.4g} | {_est(row['agreement_with_oracle'], digits=3)} | "
+        f"{_est(row['rank_correlation'], digits=3)} | "
+        + " | ".join(_ratio(row["efficiency_charged"][f]) for f in families) + " |")
+  return lines + [""]
 
 
 def summary_markdown(summary: dict, flops: dict) -> str:
@@ -118,14 +161,17 @@ def summary_markdown(summary: dict, flops: dict) -> str:
            f"{summary['bins']}. Budgets in generations per question. Every accuracy is 2-fold "
            "cross-validated (the setting measured on a question was chosen on the other fold "
            f"of its bin). Brackets: 95% intervals of a paired bootstrap over questions "
-           f"({boot['resamples']} resamples, seed {boot['seed']}). Difficulty estimation "
-           f"({summary['difficulty_cost_generations']:g} generations per question) is "
+           f"({boot['resamples']} resamples, seed {boot['seed']}). Difficulty estimation ("
+           + ", ".join(f"{kind} bins {cost:g}" for kind, cost in
+                       summary["difficulty_cost_generations"].items())
+           + " generations per question) is "
            f"{'charged to' if summary['charge_difficulty'] else 'left out of'} the headline "
            "budgets (the paper leaves it out; select.charge_difficulty charges it). The "
            "compute-optimal menu is the paper's: PRM-scored best-of-N, beam search and "
            "lookahead (for revisions, every sequential/parallel split); the extended menu adds "
            "the other candidates (ORM, DVTS, other verifiers) and is reported apart.", "",
-           "| finding | oracle bins | predicted bins |", "|---|---|---|"]
+           "| finding | " + " | ".join(f"{k} bins" for k in summary["findings"]) + " |",
+           "|---|" + "---|" * len(summary["findings"])]
   kinds = list(summary["findings"])
   for name in summary["findings"][kinds[0]]:
     lines.append(f"| {name} | " + " | ".join(f"**{summary['findings'][k][name]['status']}**"
@@ -134,7 +180,8 @@ def summary_markdown(summary: dict, flops: dict) -> str:
     lines += ["", f"### Verdicts with {kind} bins", ""]
     lines += [f"- **{name}: {f['status']}.** {f['statement']}"
               for name, f in summary["findings"][kind].items()]
-  lines += ["", "## Efficiency ratio (baseline budget / compute-optimal budget, "
+  lines += [""] + without_samples_markdown(summary["difficulty_without_samples"])
+  lines += ["## Efficiency ratio (baseline budget / compute-optimal budget, "
             "cross-validated)", ""]
   for family, per_kind in summary["efficiency_ratio"].items():
     for kind, head in per_kind.items():
@@ -177,7 +224,7 @@ def run(ctx) -> dict:
   flops = _read(ctx.workdir, "flops", "flops.json")
   directory = ctx.stage_dir("report")
   os.makedirs(directory, exist_ok=True)
-  kind, cost = selection["bins"], selection["difficulty_cost_generations"]
+  kind, costs = selection["bins"], selection["difficulty_cost_generations"]
   figures = []
 
   def figure(name, rows, draw, *args):
@@ -194,8 +241,8 @@ def run(ctx) -> dict:
     figure(f"{family}_methods", method_rows(settings[family], kind), plots.methods_vs_budget,
            title, bins, kind)
     baseline = "best-of-N weighted" if family == "search" else "all-parallel revisions"
-    figure(f"{family}_compute_optimal", compute_optimal_rows(entry, cost),
-           plots.compute_optimal, family, baseline, cost)
+    figure(f"{family}_compute_optimal", compute_optimal_rows(entry, costs),
+           plots.compute_optimal, family, baseline, costs)
     figure(f"{family}_flops_tradeoff", tradeoff_rows(flops["families"][family][kind]),
            plots.flops_tradeoff, family, kind)
   if "revisions" in settings:
@@ -205,7 +252,8 @@ def run(ctx) -> dict:
 
   summary = {
       "bins": kind, "bin_names": bins, "charge_difficulty": selection["charge_difficulty"],
-      "difficulty_cost_generations": cost, "bootstrap": selection["bootstrap"],
+      "difficulty_cost_generations": costs, "bootstrap": selection["bootstrap"],
+      "difficulty_without_samples": without_samples(selection, families),
       "findings": {k: findings.all_findings(selection, flops, k) for k in BIN_KINDS},
       "efficiency_ratio": {f: {k: selection["families"][f][k]["efficiency_ratio"]
                                for k in BIN_KINDS} for f in families},

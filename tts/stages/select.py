@@ -1,10 +1,12 @@
 """`select` stage: compute-optimal settings per difficulty bin and budget (2-fold
-cross-validation), against the baseline, for search and (when its files exist) revisions.
+cross-validation), against the baseline, for search and (when its files exist) revisions,
+under each kind of difficulty bins (oracle, predicted, prompt), each charged what its
+estimate cost.
 
 Reads difficulty/questions.jsonl and the result files search/<method>/n<N>.jsonl and
 revision_search/<method>/n<N>.jsonl; writes select/selection.json (curves, choices,
-efficiency ratios) and select/settings.json (every setting's accuracy by bin). Schemas in
-WORKSPACE.md.
+efficiency ratios, how each bin kind tracks pass@1) and select/settings.json (every
+setting's accuracy by bin). Schemas in WORKSPACE.md.
 """
 import glob
 import os
@@ -14,8 +16,8 @@ import numpy as np
 
 from tts import config_schema
 from tts.atomic_files import read_jsonl, write_json_atomic
-from tts.scaling import bootstrap, comparisons, flops
-from tts.scaling.config import BIN_KINDS, SelectConfig
+from tts.scaling import bootstrap, comparisons, difficulty, flops
+from tts.scaling.config import BIN_ESTIMATION, BIN_KINDS, BIN_SCORES, SelectConfig
 from tts.scaling.selection import Setting, two_folds
 from tts.train.checkpoints import load_model_config
 
@@ -25,10 +27,56 @@ PAPER_SEARCH_KINDS = ("best_of_n", "beam", "lookahead")
 
 
 def read_difficulty(workdir: str) -> list[dict]:
+  """difficulty/questions.jsonl, checked to hold every bin kind's fields."""
   path = os.path.join(workdir, "difficulty", "questions.jsonl")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found; run the difficulty stage first")
-  return read_jsonl(path)
+  questions = read_jsonl(path)
+  first = questions[0] if questions else {}
+  missing = [f for k in BIN_KINDS for f in (f"{k}_bin", BIN_SCORES[k]) if f not in first] + [
+      f"{e}.attention_flops" for e in sorted(set(BIN_ESTIMATION.values()))
+      if "attention_flops" not in first.get(e, {})]
+  if missing:
+    raise ValueError(f"{path} lacks {', '.join(missing)} (written by an older version); "
+                     "redo the difficulty stage with --force")
+  return questions
+
+
+def estimation_flops(question: dict, kind: str) -> float:
+  """FLOPs one question's difficulty estimate for `kind` bins cost: parameters and
+  attention of the policy and the verifier."""
+  spent = question[BIN_ESTIMATION[kind]]
+  return float(spent["flops"] + spent["attention_flops"])
+
+
+def rank_correlation(score, pass1, weights) -> dict | None:
+  """Spearman {value, ci}; None when either side is the same for every question."""
+  rho = difficulty.spearman(score, pass1, undefined=np.nan)
+  if np.isnan(rho):
+    return None
+  return bootstrap.estimate(rho, difficulty.resampled_spearman(weights, score, pass1))
+
+
+def bin_kind_quality(questions: list[dict], weights) -> dict:
+  """Per bin kind, how well it tracks difficulty and what it costs: agreement with oracle
+  bins (fraction of questions in the same bin), Spearman of its score with pass@1 (each
+  with its paired-bootstrap interval; the correlation None when undefined), and its
+  estimation per question in generations and in FLOPs."""
+  pass1 = np.array([q["pass1"] for q in questions], np.float64)
+  oracle = np.array([q["oracle_bin"] for q in questions])
+  out = {}
+  for kind in BIN_KINDS:
+    score = np.array([q[BIN_SCORES[kind]] for q in questions], np.float64)
+    same = np.array([q[f"{kind}_bin"] for q in questions]) == oracle
+    out[kind] = {
+        "score": BIN_SCORES[kind],
+        "agreement_with_oracle": bootstrap.estimate(same.mean(), bootstrap.means(weights, same)),
+        "rank_correlation": rank_correlation(score, pass1, weights),
+        "estimation_generations": float(np.mean([q[BIN_ESTIMATION[kind]]["generations"]
+                                                 for q in questions])),
+        "estimation_flops": round(float(np.mean([estimation_flops(q, kind)
+                                                 for q in questions])), 1)}
+  return out
 
 
 def read_results(directory: str, ids: list[str]) -> dict[str, dict[int, list[dict]]]:
@@ -144,9 +192,10 @@ def setting_table(settings: list[Setting], results: dict, bins_by_kind: dict, we
 
 
 def family_entry(family: str, settings: list[Setting], baseline: dict, bins_by_kind: dict,
-                 weights, cost: float, cfg: SelectConfig) -> tuple[dict, dict]:
+                 weights, costs: dict, cfg: SelectConfig) -> tuple[dict, dict]:
   """selection.json's entry for one family, and compute-optimal's per-question outcomes and
-  FLOPs per bin kind (the flops stage bootstraps its matched comparison from them)."""
+  FLOPs per bin kind (the flops stage bootstraps its matched comparison from them). costs:
+  bin kind -> generations per question its difficulty estimate spent."""
   menu = paper_menu(family, settings, baseline)
   entry = {"budgets": sorted(baseline), "baseline": [baseline[n].name for n in sorted(baseline)],
            "menu": sorted(s.name for s in menu)}
@@ -161,7 +210,7 @@ def family_entry(family: str, settings: list[Setting], baseline: dict, bins_by_k
   for kind, bins in bins_by_kind.items():
     folds = two_folds(bins, cfg.seed)
     curves = lambda candidates: comparisons.family_curves(
-        candidates, baseline, bins, folds, weights, cost, cfg.charge_difficulty)
+        candidates, baseline, bins, folds, weights, costs[kind], cfg.charge_difficulty)
     entry[kind], correct, spent = curves(menu)
     per_question[kind] = {"correct": correct.astype(int).tolist(), "flops": spent.tolist(),
                           "ceiling_flops": ceiling.flops.tolist()}
@@ -181,13 +230,14 @@ def run(ctx) -> dict:
   questions = read_difficulty(ctx.workdir)
   ids = [q["id"] for q in questions]
   bins_by_kind = {k: np.array([q[f"{k}_bin"] for q in questions]) for k in BIN_KINDS}
-  cost = float(np.mean([q["estimation"]["generations"] for q in questions]))
   weights = bootstrap.resample_weights(len(ids), cfg.resamples, cfg.seed)
+  quality = bin_kind_quality(questions, weights)
+  costs = {k: quality[k]["estimation_generations"] for k in BIN_KINDS}
   out = {"bins": cfg.bins, "rule": cfg.rule, "charge_difficulty": cfg.charge_difficulty,
-         "difficulty_cost_generations": cost, "questions": len(ids),
+         "difficulty_cost_generations": costs, "questions": len(ids),
          "bootstrap": {"resamples": cfg.resamples, "seed": cfg.seed,
                        "level": bootstrap.LEVEL, "unit": "question (paired)"},
-         "families": {}}
+         "bin_kinds": quality, "families": {}}
   tables, per_question, summary = {}, {"ids": ids}, {}
   for family, folder in FAMILIES.items():
     results = read_results(ctx.stage_dir(folder), ids)
@@ -203,7 +253,7 @@ def run(ctx) -> dict:
                        "with chains == N)")
     settings = list(by_key.values())
     out["families"][family], per_question[family] = family_entry(
-        family, settings, baseline, bins_by_kind, weights, cost, cfg)
+        family, settings, baseline, bins_by_kind, weights, costs, cfg)
     tables[family] = setting_table(settings, results, bins_by_kind, weights)
     summary[family] = {k: out["families"][family][k]["efficiency_ratio"]["max"]
                        for k in BIN_KINDS}
