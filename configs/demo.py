@@ -84,7 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def revision_sections(c: ml_collections.ConfigDict, verifier: dict):
-  """The revision model (PAPER.md): trajectories of the policy's own answers, SFT from the
+  """The revision model (docs/paper.md): trajectories of the policy's own answers, SFT from the
   policy, a revision-aware ORM, and chains at every budget split. Paper: 64 samples per
   question, lr 1e-5, batch 128, dropout 0; here 16 samples and a larger step for a
   52k-parameter model (300 steps: val loss 0.46 at lr 3e-3, 0.54 at 1e-3). The checkpoint

@@ -52,7 +52,7 @@ def transformers_worker(directory: str, args):
   import torch
   import transformers
   torch.set_num_threads(args.threads)
-  model = transformers.LlamaForCausalLM.from_pretrained(directory).eval()
+  model = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
   prompts = torch.tensor(np.load(os.path.join(directory, "prompts.npy")), dtype=torch.long)
 
   def generate(new_tokens, greedy):

@@ -20,6 +20,24 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# Tests using these fixtures run the pipeline or training subprocesses (tens of seconds to
+# minutes each on 2 cores): they are marked `slow`, so `pytest -m "not slow"` is the quick
+# day-to-day check. Other slow tests carry @pytest.mark.slow themselves. CI runs everything.
+SLOW_FIXTURES = {"tiny_run", "copy_run", "made_run", "math_hf_run", "reference_run", "run_train",
+                 "start_train"}
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: takes over ~4 s on 2 cores; deselect with -m 'not slow'")
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.slow)
+
+
 HELPER = pathlib.Path(__file__).parent / "helpers" / "train_run.py"
 TIMEOUT_S = 240  # per subprocess: a hang (e.g. a collective waiting forever) fails the test
 

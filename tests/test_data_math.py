@@ -4,10 +4,11 @@ import concurrent.futures
 import json
 import os
 import re
+import time
 
 import pytest
 
-from tts.data import math_jsonl
+from tts.data import math_grader, math_jsonl
 from tts.data.errors import DataError
 from tts.data.tasks import make_task, task_config
 from tts.data.vocab import ByteVocabulary
@@ -70,6 +71,49 @@ def test_grader_works_in_worker_threads():
   with concurrent.futures.ThreadPoolExecutor(4) as pool:
     got = list(pool.map(lambda t: math_jsonl.is_correct(t, ex), texts))
   assert got == [True, False, True] * 4
+
+
+@pytest.mark.parametrize(
+  "text, answer",
+  [
+    ("so \\boxed{3} and then \\fbox{12}", "12"),
+    ("so \\boxed 5", "5"),
+    ("so $\\boxed 5$.", "5"),
+    ("The final answer is $12$. I hope it is correct.", "12"),
+    ("Thus the final answer is 3.5.", "3.5"),
+    ("Steps\n\n# Answer\n\n42", "42"),
+    ("work\nAnswer: 1/2", "1/2"),
+    ("\\boxed{7} even though the final answer is 8", "7"),  # the box comes first
+  ],
+)
+def test_extract_answer_fallbacks_after_boxed(text, answer):
+  """Policies and PRM800K state answers without \\boxed{}; missing them grades right
+  answers wrong."""
+  assert math_jsonl.extract_answer(text) == answer
+
+
+def test_pathological_answer_times_out_in_a_thread_and_is_counted():
+  """sympy evaluating 9^(9^9) ran past 25 s in a worker thread, where math-verify's
+  SIGALRM timeout cannot fire; the grader must give up, call it wrong and count it."""
+  before = math_grader.timeouts()
+  start = time.monotonic()
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    wrong = pool.submit(math_jsonl.same_answer, "2", "9^{9^{9}}").result(timeout=60)
+  assert wrong is False
+  assert time.monotonic() - start < 3 * math_grader.TIMEOUT_S
+  assert math_grader.timeouts() == before + 1
+  assert math_jsonl.same_answer("\\frac{1}{2}", "0.5")  # the grader still works after it
+
+
+def test_grader_kills_a_comparison_past_its_deadline():
+  """A stall that no signal interrupts ends at the parent's deadline: the child is
+  killed, the comparison counts as a timeout and the next one starts a new child."""
+  before = math_grader.timeouts()
+  start = time.monotonic()
+  assert math_grader.compare("3", "9^{9^{9}}", deadline_s=1) is False
+  assert time.monotonic() - start < math_grader.TIMEOUT_S
+  assert math_grader.timeouts() == before + 1
+  assert math_grader.compare("x^2+2x+1", "(x+1)^2")
 
 
 @pytest.mark.parametrize(

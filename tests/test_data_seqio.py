@@ -22,10 +22,10 @@ CHAIN = task_config(
 
 def test_pure_python_modules_do_not_import_tensorflow():
   """TensorFlow takes ~9 s to import and grabs accelerators; the training and
-  search paths must never pull it in through tts.data."""
+  search paths must never pull it in through tts.data or the TensorBoard summaries."""
   code = (
     "import sys, tts.data, tts.data.tasks, tts.data.chain, tts.data.vocab, "
-    "tts.data.math_jsonl, tts.data.errors, tts.data.hf_tokenizer; "
+    "tts.data.math_jsonl, tts.data.errors, tts.data.hf_tokenizer, tts.train.summaries; "
     "assert 'tensorflow' not in sys.modules and 'seqio' not in sys.modules"
   )
   subprocess.run(
@@ -85,3 +85,30 @@ def test_byte_vocabulary_matches_seqio_convention():
     theirs.vocab_size,
   )
   assert np.array_equal(seqio_tasks.SeqioVocabulary(ours).encode(text), theirs.encode(text))
+
+
+def test_stable_task_names_are_registered_on_import():
+  """seqio and t5x users name tasks in gin files: the names must not depend on a hash."""
+  from tts import cli
+  demo = cli.load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py"))
+  assert seqio_tasks.STABLE_TASKS["tts_chain_mod13"].to_dict() == task_config(
+    **demo.task.to_dict()).to_dict()
+  for name, cfg in seqio_tasks.STABLE_TASKS.items():
+    stask = seqio.get_mixture_or_task(name)
+    example = next(stask.get_dataset(sequence_length=None, split="validation",
+                                     shuffle=False).as_numpy_iterator())
+    first = make_task(cfg).examples("val")[0]
+    assert example["inputs"].tolist() == make_task(cfg).encode_example(first)[0]
+
+
+def test_importing_tensorflow_prints_nothing():
+  """TensorFlow's C++ start-up lines (oneDNN, CUDA stubs, cuInit failing on a CPU host) used
+  to open every run's log."""
+  # As in a run: jax first (it sets TF_CPP_MIN_LOG_LEVEL=1), then the data stage's import.
+  code = ("import jax, tts.data.seqio_tasks, tensorflow as tf; "
+          "tf.config.list_physical_devices(); tf.constant(1).numpy()")
+  # As from a shell: this process imported TF first, which set TF_CPP_MIN_LOG_LEVEL=1.
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 0 and result.stderr == "", result.stderr

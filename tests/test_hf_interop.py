@@ -4,6 +4,7 @@ directions; export -> import gives back the same bits; broken checkpoints name t
 Nothing else catches a wrong weight layout (a transposed projection, mixed-up rotary
 pairs, a missing bias): every other test trains and reads our own checkpoints.
 """
+import dataclasses
 import json
 import os
 import re
@@ -19,8 +20,10 @@ from flax import nnx  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
 import hf_models  # noqa: E402
+from tts import cli  # noqa: E402
 from tts.data.chain import chain_vocabulary  # noqa: E402
 from tts.data.hf_tokenizer import HFTokenizer, export_tokenizer  # noqa: E402
+from tts.data.tasks import task_config  # noqa: E402
 from tts.data.vocab import ByteVocabulary  # noqa: E402
 from tts.interop.hf_export import export_hf  # noqa: E402
 from tts.interop.hf_import import load_hf_model  # noqa: E402
@@ -47,6 +50,7 @@ def _torch_logits(hf_model, tokens: np.ndarray) -> np.ndarray:
 TOKENS = np.random.default_rng(0).integers(0, 320, (2, 12))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,tie,theta", [("llama", False, 10_000.0), ("qwen2", True, 1e6)])
 def test_import_matches_transformers(tmp_path, kind, tie, theta):
   hf_model = hf_models.save_tiny_model(str(tmp_path), kind, tie=tie, rope_theta=theta)
@@ -69,11 +73,29 @@ def _random_model(seed=0, **overrides) -> LoadedModel:
   return LoadedModel.create(cfg, params)
 
 
-@pytest.mark.parametrize("tie,bias", [(True, False), (False, True)])
-def test_export_loads_in_transformers_with_same_logits(tmp_path, tie, bias):
+def load_export(directory: str, architecture: str):
+  """An exported directory loaded by transformers as serving would: the architecture
+  config.json names, and every weight it expects present (a missing one would be left
+  randomly initialised), none extra. float32, so logits compare with ours."""
+  hf_model, info = transformers.AutoModelForCausalLM.from_pretrained(
+      directory, output_loading_info=True, dtype=torch.float32)
+  assert type(hf_model).__name__ == architecture
+  assert {k: v for k, v in info.items() if v} == {}, info
+  return hf_model.eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tie,bias,dtype,architecture", [
+    (True, False, "float32", "LlamaForCausalLM"),
+    (False, True, "float32", "Qwen2ForCausalLM"),  # q/k/v biases, no o_proj bias
+    (False, True, "bfloat16", "Qwen2ForCausalLM")])
+def test_export_loads_in_transformers_with_same_logits(tmp_path, tie, bias, dtype, architecture):
   ours = _random_model(tie_embeddings=tie, attention_bias=bias)
-  export_hf(ours, ByteVocabulary(), str(tmp_path / "hf"))
-  hf_model = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+  export_hf(ours, ByteVocabulary(), str(tmp_path / "hf"), dtype=dtype)
+  hf_model = load_export(str(tmp_path / "hf"), architecture)
+  if dtype == "bfloat16":  # the exported weights are ours rounded to bfloat16
+    ours = LoadedModel.create(ours.cfg, jax.tree.map(
+        lambda x: x.astype(jax.numpy.bfloat16).astype(x.dtype), ours.params))
   tokens = TOKENS % ours.cfg.vocab_size
   np.testing.assert_allclose(_torch_logits(hf_model, tokens), _logits(ours, tokens),
                              atol=LOGIT_ATOL, rtol=0)
@@ -81,6 +103,30 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path, tie, bias):
   ids = tokenizer(TEXTS[0], add_special_tokens=False).input_ids
   assert ids == ByteVocabulary().encode(TEXTS[0])
   assert tokenizer.eos_token_id == ByteVocabulary.eos_id
+  generation = transformers.GenerationConfig.from_pretrained(str(tmp_path / "hf"))
+  assert (generation.eos_token_id, generation.pad_token_id) == (ByteVocabulary.eos_id,
+                                                                ByteVocabulary.pad_id)
+  config = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert config["max_position_embeddings"] == 4096 and config["dtype"] == dtype
+
+
+def test_export_shards_past_the_size_limit(tmp_path):
+  """Past max_shard_bytes the weights go to several files and an index; transformers
+  and our import read them back whole."""
+  ours = _random_model(value_head=True, attention_bias=True, tie_embeddings=False)
+  largest = max(v.nbytes for v in jax.tree.leaves(ours.params))
+  export_hf(ours, ByteVocabulary(), str(tmp_path / "hf"), max_shard_bytes=largest)
+  index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
+  files = sorted(set(index["weight_map"].values()))
+  assert len(files) > 2 and not (tmp_path / "hf" / "model.safetensors").exists()
+  assert sorted(p.name for p in (tmp_path / "hf").glob("model-*.safetensors")) == files
+  hf_model = load_export(str(tmp_path / "hf"), "Qwen2ForCausalLM")
+  tokens = TOKENS % ours.cfg.vocab_size
+  np.testing.assert_allclose(_torch_logits(hf_model, tokens), _logits(ours, tokens),
+                             atol=LOGIT_ATOL, rtol=0)
+  again = load_hf_model(str(tmp_path / "hf"))
+  np.testing.assert_array_equal(again.params["blocks"][1]["mlp"]["down"],
+                                ours.params["blocks"][1]["mlp"]["down"])
 
 
 def test_orbax_to_hf_to_import_round_trips_exactly(tmp_path):
@@ -88,16 +134,55 @@ def test_orbax_to_hf_to_import_round_trips_exactly(tmp_path):
   ours = _random_model(value_head=True, attention_bias=True, tie_embeddings=False)
   save_params(str(tmp_path / "orbax"), ours.params, ours.cfg)
   restored = load_model(str(tmp_path / "orbax"))
-  export_hf(restored, chain_vocabulary(13), str(tmp_path / "hf"))
+  export_hf(restored, chain_vocabulary(13), str(tmp_path / "hf"), max_positions=256)
   assert os.path.exists(tmp_path / "hf" / "value_head.safetensors")
+  load_export(str(tmp_path / "hf"), "Qwen2ForCausalLM")  # the value head file is ignored
   again = load_hf_model(str(tmp_path / "hf"))
-  assert again.cfg == ours.cfg
+  assert again.cfg == dataclasses.replace(ours.cfg, max_positions=256)
   flat = lambda p: {jax.tree_util.keystr(k): np.asarray(v)
                     for k, v in jax.tree_util.tree_flatten_with_path(p)[0]}
   expected, got = flat(ours.params), flat(again.params)
   assert got.keys() == expected.keys()
   for name, value in expected.items():
     np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_imported_model_keeps_its_tokenizer_and_exports_without_config(tmp_path):
+  """`tts import` keeps tokenizer and generation files beside the weights, so `tts export`
+  needs no task config, and the export keeps the checkpoint's position limit."""
+  source = tmp_path / "qwen"
+  hf_models.save_tiny_model(str(source), "qwen2", tie=True)
+  hf_models.save_bpe_tokenizer(str(source), TEXTS)
+  assert cli.main(["import", str(source), "--out", str(tmp_path / "ours")]) is None
+  for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+    assert (tmp_path / "ours" / name).read_bytes() == (source / name).read_bytes()
+  assert cli.main(["export", "--model", str(tmp_path / "ours"), "--out",
+                   str(tmp_path / "hf"), "--dtype", "bfloat16"]) is None
+  load_export(str(tmp_path / "hf"), "Qwen2ForCausalLM")
+  config = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert config["max_position_embeddings"] == 512 and config["dtype"] == "bfloat16"
+  exported = (tmp_path / "hf" / "tokenizer.json").read_bytes()
+  assert exported == (source / "tokenizer.json").read_bytes()
+  generation = transformers.GenerationConfig.from_pretrained(str(tmp_path / "hf"))
+  assert generation.eos_token_id == HFTokenizer(str(source)).eos_id
+
+
+def test_export_of_a_trained_model_takes_the_runs_config(tmp_path, capsys):
+  """A trained model's tokenizer comes from its task: from the config named on the command
+  line, else from the run's saved config.json, else the error says what to pass."""
+  ours = _random_model()
+  save_params(str(tmp_path / "run" / "policy"), ours.params, ours.cfg)
+  argv = ["export", "--workdir", str(tmp_path / "run"), "--model", "policy", "--out",
+          str(tmp_path / "hf")]
+  with pytest.raises(SystemExit):
+    cli.main(argv)
+  assert "pass the experiment's config" in capsys.readouterr().err
+  assert not (tmp_path / "hf").exists()
+  task = {"task": task_config("chain", modulus=13).to_dict()}
+  (tmp_path / "run" / "config.json").write_text(json.dumps(task))
+  cli.main(argv)
+  assert HFTokenizer(str(tmp_path / "hf")).encode("3 + 4 = 7\n") == chain_vocabulary(13).encode(
+      "3 + 4 = 7\n")
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +294,7 @@ print("max_diff", np.abs(run(sharded) - run(single)).max())
 """
 
 
+@pytest.mark.slow
 def test_sharded_import_reads_each_devices_slice(tiny_llama):
   """On 4 forced host devices (fsdp=2 x tensor=2) every device's callback reads a quarter of
   q_proj (its half of the heads, its half of d_model), and the sharded model computes the

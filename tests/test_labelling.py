@@ -1,6 +1,7 @@
 """Monte-Carlo step labels against a toy policy whose success probabilities are known."""
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from tts.data.tasks import Task
@@ -69,6 +70,7 @@ def _solutions(samples=4):
                                     samples, SAMPLING, jax.random.key(0), batch_size=64)
 
 
+@pytest.mark.slow
 def test_soft_labels_match_the_known_success_probability():
   solutions, _, _ = _solutions()
   rollouts = 32
@@ -101,6 +103,7 @@ def test_step_ends_exclude_eos_and_close_an_unterminated_last_step():
   assert labelling.step_ends([EOS], steps, EOS) == []
 
 
+@pytest.mark.slow
 def test_rollouts_do_not_depend_on_batching():
   """A rollout's key is a function of (question, sample, step, rollout): labels are the same
   whether solutions are labelled together or one by one."""

@@ -124,6 +124,13 @@ def test_export_and_import_commands_round_trip_exactly(math_hf_run, tmp_path):
   for (path, a), (_, b) in zip(jax.tree_util.tree_flatten_with_path(before.params)[0],
                                jax.tree_util.tree_flatten_with_path(after.params)[0]):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+  # The policy stage kept the checkpoint's tokenizer and config: no task config needed.
+  cli.main(["export", "--workdir", str(workdir), "--model", "policy/small/final",
+            "--out", str(tmp_path / "hf_no_config")])
+  assert (tmp_path / "hf_no_config" / "tokenizer.json").read_bytes() == (
+      root / "small" / "tokenizer.json").read_bytes()
+  with open(tmp_path / "hf_no_config" / "config.json") as f:
+    assert json.load(f)["max_position_embeddings"] == 512  # the checkpoint's own
   cli.main(["import", str(root / "prm"), "--out", str(tmp_path / "prm"), "--good_token=+",
             "--bad_token=-"])
   prm, vocab = load_model(str(tmp_path / "prm")), HFTokenizer(str(root / "prm"))

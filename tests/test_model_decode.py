@@ -78,6 +78,7 @@ def _decode_matches_forward(model, tokens, prefix=PREFIX):
   np.testing.assert_array_equal(cache.lengths, [t] * b)
 
 
+@pytest.mark.slow
 def test_prefill_then_decode_matches_forward():
   """The prefill -> one-token decode hand-off: nothing else catches a cache written at the
   wrong offset or rotary positions restarting at 0 after the prompt."""
@@ -97,6 +98,7 @@ def test_batched_forward_equals_per_row_forward():
     np.testing.assert_allclose(batched[i], _run(model, tokens[i:i + 1]).logits[0], atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_kv_heads", [4, 1])
 def test_gqa_decode_matches_forward(num_kv_heads):
   """Multi-head (KV == H) and multi-query (KV == 1) attention go through the same grouped
@@ -187,6 +189,7 @@ def test_gather_rows_then_decode_matches_recompute():
                                atol=ATOL, err_msg=f"beam {i} <- row {r}")
 
 
+@pytest.mark.slow
 def test_value_head_shape_and_cached_values():
   """Verifiers read one value per position: values are float32[B, T], depend on the
   input, and the cached path returns the same values as the forward pass."""
@@ -200,6 +203,7 @@ def test_value_head_shape_and_cached_values():
   _decode_matches_forward(model, tokens)
 
 
+@pytest.mark.slow
 def test_attention_bias_is_used_and_decodes():
   """Qwen2-style q/k/v biases: each of the three must change the output (each is applied)
   and cached decoding must still match the forward pass (k bias added before rotary)."""

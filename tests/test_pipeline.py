@@ -1,11 +1,16 @@
 """Stage bookkeeping and the command line: skip, refuse, force, overrides."""
 import json
+import logging
 import os
+import re
+import subprocess
+import sys
 
 import ml_collections
 import pytest
 
 from tts import cli, pipeline
+from tts.data import math_grader
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")
 
@@ -34,6 +39,19 @@ def test_done_stages_are_skipped(tmp_path):
   assert calls == ["first", "second"]
   done = json.load(open(tmp_path / "second" / "done.json"))
   assert done["summary"] == {"ran": "second"}
+
+
+def test_grading_timeouts_are_reported_in_done_json(tmp_path):
+  """An answer the grader gave up on is graded wrong; the stage's record says how many."""
+  def grade(ctx):
+    os.makedirs(ctx.stage_dir("grade"), exist_ok=True)
+    return {"correct": math_grader.compare("2", "9^{9^{9}}", deadline_s=1)}
+  logged = []
+  pipeline.run_stages([pipeline.Stage("grade", grade, config_keys=("a",))],
+                      pipeline.Context(_config(), str(tmp_path)), log=logged.append)
+  done = json.load(open(tmp_path / "grade" / "done.json"))
+  assert done["summary"] == {"correct": False} and done["grading_timeouts"] == 1
+  assert "[grade] 1 answer comparisons timed out, graded as wrong" in logged
 
 
 def test_changed_config_is_refused_and_names_the_field(tmp_path):
@@ -101,3 +119,58 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
   with pytest.raises(SystemExit):
     cli.main(["run", DEMO, "--workdir", str(tmp_path), "--config.polcy.x=1"])
   assert "did you mean policy" in capsys.readouterr().err
+
+
+def test_run_help_lists_overrides_and_stages(capsys):
+  """A new user learns --config.* and the stage names from --help, not from the source."""
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["run", "--help"])
+  assert exit_info.value.code == 0
+  text = " ".join(capsys.readouterr().out.split())
+  assert "--config.SECTION.FIELD=VALUE" in text and "--config.policy.small.steps=100" in text
+  assert ", ".join(cli.STAGE_COMMANDS) in text
+  with pytest.raises(SystemExit):
+    cli.main(["run", "--only", "serch"])
+  assert "invalid choice: 'serch'" in capsys.readouterr().err
+
+
+def test_default_workdir_is_named_after_the_config(tmp_path, monkeypatch):
+  """Two configs run without --workdir must not share (and refuse) one runs/demo."""
+  from tts import experiment
+  (tmp_path / "my_exp.py").write_text(
+    "import ml_collections\n"
+    "def get_config():\n  return ml_collections.ConfigDict({'a': 1})\n")
+  used = []
+  monkeypatch.setattr(experiment, "run", lambda config, workdir, **_: used.append(workdir)
+                      or os.path.join(workdir, "summary.json"))
+  monkeypatch.chdir(tmp_path)
+  cli.main(["run", "my_exp.py"])
+  cli.main(["run", "my_exp.py", "--workdir", "elsewhere"])
+  assert used == [os.path.join("runs", "my_exp"), "elsewhere"]
+
+
+@pytest.mark.parametrize("argv", [["import", "hf_dir", "--out", "out"],
+                                  ["export", "--model", "m", "--out", "out"]])
+def test_missing_hf_extra_gives_the_install_command(tmp_path, argv):
+  """Without safetensors, `tts import` / `tts export` say how to install the extra."""
+  code = ("import sys; sys.modules['safetensors'] = None\n"
+          "from tts import cli; cli.main(sys.argv[1:])")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": root})
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      "tts: error: this needs the `hf` extra (module 'safetensors' is missing); install it "
+      "with: python3 -m pip install -e '.[hf]'")
+
+
+def test_log_lines_carry_the_process_index(tmp_path, capsys):
+  """Logs of many hosts are merged; each line says which process wrote it."""
+  from tts import logs
+  logs.setup(process_index=3)
+  try:
+    pipeline.run_stages(_stages([]), pipeline.Context(_config(), str(tmp_path)))
+  finally:
+    logging.getLogger(logs.NAME).handlers.clear()
+  lines = capsys.readouterr().err.splitlines()
+  assert any(re.fullmatch(r"\d\d:\d\d:\d\d p3 \[first\] running", line) for line in lines), lines

@@ -142,6 +142,7 @@ def _tiny_model():
   return LoadedModel.create(cfg, nnx.to_pure_dict(nnx.state(Transformer(cfg, nnx.Rngs(0)))))
 
 
+@pytest.mark.slow
 def test_chains_do_not_depend_on_the_split_plan_or_the_batch():
   """Every budget split is read off one run of the longest chains: exact only if chain c of
   a question draws the same answers whatever other chains and questions run beside it."""

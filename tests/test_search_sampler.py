@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from tts.model import ModelConfig, Transformer
@@ -22,6 +23,7 @@ def _prompts():
   return [rng.integers(2, 16, n).tolist() for n in (3, 7, 5)]
 
 
+@pytest.mark.slow
 def test_greedy_equals_argmax_of_full_forward():
   """Prefill + cached steps must pick what a from-scratch forward pass would pick."""
   model, graphdef, params = _model()
@@ -42,6 +44,7 @@ def test_greedy_equals_argmax_of_full_forward():
     assert out.tokens[i, :out.lengths[i]].tolist() == seq[len(prompt):]
 
 
+@pytest.mark.slow
 def test_rows_do_not_depend_on_their_batch():
   """Row b draws with keys[b] only: one row alone gives the same tokens as in a batch."""
   _, graphdef, params = _model()
@@ -58,6 +61,7 @@ def test_rows_do_not_depend_on_their_batch():
   assert len({tuple(row) for row in np.asarray(batch.tokens)}) > 1
 
 
+@pytest.mark.slow
 def test_stop_token_ends_a_row_and_log_probs_are_recorded():
   """A row stops at a stop id: nothing after it, its length counts the stop token."""
   _, graphdef, params = _model()

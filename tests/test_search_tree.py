@@ -28,6 +28,7 @@ def _forward_last_logits(model: LoadedModel, seqs):
   return np.asarray(logits[np.arange(len(seqs)), lengths - 1])
 
 
+@pytest.mark.slow
 def test_stepwise_batched_decoding_equals_one_row_and_one_call(decoder):
   """Rows draw the same tokens alone or in a batch, in several calls or in one."""
   pol, cfg = decoder.policy, decoder.sampling
@@ -52,6 +53,7 @@ def test_stepwise_batched_decoding_equals_one_row_and_one_call(decoder):
   assert sum(map(len, pieces)) > 8 and any(NEWLINE in p for p in pieces)
 
 
+@pytest.mark.slow
 def test_reordered_cache_gives_the_logits_of_the_recomputed_prefixes(decoder):
   pol = decoder.policy
   tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
@@ -67,6 +69,7 @@ def test_reordered_cache_gives_the_logits_of_the_recomputed_prefixes(decoder):
   np.testing.assert_array_equal(np.asarray(state.cache.lengths), [len(p) for p in prefixes])
 
 
+@pytest.mark.slow
 def test_a_grown_cache_decodes_like_a_full_size_one(decoder):
   pol = decoder.policy
   tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
@@ -80,6 +83,7 @@ def test_a_grown_cache_decodes_like_a_full_size_one(decoder):
   assert int(outs[0].lengths.max()) > 6
 
 
+@pytest.mark.slow
 def test_incremental_verifier_scores_equal_a_full_pass(decoder):
   ver = decoder.verifier
   tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
@@ -131,6 +135,7 @@ def test_dvts_with_one_subtree_is_greedy_by_verifier(decoder):
   assert found.counts.rounds == round_index
 
 
+@pytest.mark.slow
 def test_best_of_n_subsets_equal_smaller_runs(decoder):
   """Best-of-n read off a best-of-N run equals running best-of-n itself."""
   big = methods.run(decoder, methods.tree_shape(MethodConfig(), 8), PROMPTS, _keys(3), 24)
@@ -142,6 +147,7 @@ def test_best_of_n_subsets_equal_smaller_runs(decoder):
     assert cut.counts == s.counts
 
 
+@pytest.mark.slow
 def test_counts_add_up(decoder):
   """Best-of-N: generated tokens are the candidates' tokens; a batch of several questions
   counts each question on its own (padding copies not counted)."""

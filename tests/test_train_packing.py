@@ -1,6 +1,7 @@
 """Packing: several examples per row must train exactly as if each had a row of its own."""
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from tts.model import ModelConfig, Transformer
@@ -29,6 +30,7 @@ def test_every_sequence_placed_once_and_rows_fit():
   assert all(np.array_equal(out[k], again[k]) for k in out)
 
 
+@pytest.mark.slow
 def test_packed_logits_equal_unpacked():
   """The block-diagonal mask and restarted positions make each segment see only itself."""
   cfg = ModelConfig(vocab_size=32, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,

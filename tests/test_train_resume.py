@@ -61,8 +61,10 @@ def test_killed_run_resumes_to_uninterrupted_result(reference_run, start_train, 
   assert max(list_checkpoints(killed.workdir)) == 6
   assert _logged_steps(killed.workdir) == list(range(1, 9))
 
-  resumed = run_train("resumed", workdir=killed.workdir)
+  process = start_train("resumed", workdir=killed.workdir)
+  resumed = process.finish()
   assert int(resumed["start_step"]) == 6
+  assert re.search(r"p0 train: resuming from step 6 of 12 \(.*checkpoints\)", process.log_tail())
   assert_resumed_exactly(resumed, reference_run)
 
 

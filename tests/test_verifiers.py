@@ -54,6 +54,7 @@ def test_loss_reads_only_marked_positions():
   assert trainer.evaluate(params, data)["loss"] != trainer.evaluate(params, changed)["loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after", [0, 1])
 def test_early_stopping_keeps_the_chosen_weights_and_stops(tmp_path, after):
   """Training pushes values to 1 while validation wants 0: validation loss rises from the

@@ -1,9 +1,10 @@
 """The `tts` command.
 
-  tts run configs/demo.py --workdir runs/demo [--only STAGE] [--force] [--config.a.b=value ...]
+  tts run configs/demo.py [--workdir runs/demo] [--only STAGE] [--force] [--config.a.b=value ...]
   tts search configs/demo.py --workdir runs/demo   # one stage: same as run --only search
   tts import HF_DIR --out DIR [--good_token T --bad_token T]   # Hugging Face -> ours
-  tts export configs/demo.py --workdir runs/demo --model prm/final --out HF_DIR
+  tts export configs/demo.py --workdir runs/demo --model prm/final --out HF_DIR [--dtype bfloat16]
+  tts export --model runs/imported/policy --out HF_DIR   # an imported model: no config
 
 Multi-host: pass --distributed on every host (TPU pods and SLURM clusters are detected by
 `jax.distributed.initialize()`), or the explicit --coordinator/--num_processes/--process_id.
@@ -12,6 +13,7 @@ import argparse
 import ast
 import difflib
 import importlib.util
+import json
 import os
 import sys
 
@@ -91,6 +93,33 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str], sou
   return config
 
 
+RUN_EPILOG = """\
+config overrides:
+  --config.SECTION.FIELD=VALUE   replaces one field of the config file's get_config(), read
+                                 as that field's type; repeat for several, e.g.
+                                 --config.policy.small.steps=100
+                                 --config.search.budgets='(1,4,16)'
+                                 An unknown field is an error that names the closest one.
+"""
+HF_EXTRA = "python3 -m pip install -e '.[hf]'"
+# What the `hf` extra installs (setup.py); a run that needs one without it says so.
+HF_MODULES = ("safetensors", "tokenizers", "transformers")
+
+
+def default_workdir(config_path: str) -> str:
+  """runs/<config file stem>: each config gets its own run directory by default."""
+  return os.path.join("runs", os.path.splitext(os.path.basename(config_path))[0])
+
+
+def _missing_extra(parser, error: ModuleNotFoundError):
+  """A missing `hf` extra becomes the install command; anything else is re-raised."""
+  module = (error.name or "").split(".")[0]
+  if module not in HF_MODULES:
+    raise error
+  parser.exit(1, f"tts: error: this needs the `hf` extra (module {module!r} is missing); "
+                 f"install it with: {HF_EXTRA}\n")
+
+
 def _init_distributed(args):
   import jax
   if args.coordinator:
@@ -107,11 +136,16 @@ def main(argv=None):
   commands.update({name: f"run only the {name} stage (its inputs must be done)"
                    for name in STAGE_COMMANDS})
   for command, text in commands.items():
-    run = sub.add_parser(command, help=text)
-    run.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
-    run.add_argument("--workdir", default="runs/demo")
+    run = sub.add_parser(command, help=text, description=text, epilog=RUN_EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("config", nargs="?", default=DEFAULT_CONFIG,
+                     help=f"a config file with get_config() (default: {DEFAULT_CONFIG})")
+    run.add_argument("--workdir", help="where the stages write (default: runs/<config file "
+                     "name>, e.g. runs/demo)")
     if command == "run":
-      run.add_argument("--only", help="run just this stage (its inputs must be done)")
+      run.add_argument("--only", choices=STAGE_COMMANDS, metavar="STAGE",
+                       help="run just this stage (its inputs must be done): "
+                       + ", ".join(STAGE_COMMANDS))
     run.add_argument("--force", action="store_true", help="redo stages even if done")
     run.add_argument("--distributed", action="store_true",
                      help="call jax.distributed.initialize() (TPU pod, SLURM)")
@@ -124,14 +158,33 @@ def main(argv=None):
   imp.add_argument("--good_token", default="", help="causal-LM PRM: the good-step token")
   imp.add_argument("--bad_token", default="", help="causal-LM PRM: the bad-step token")
   exp = sub.add_parser("export", help="a saved model -> a Hugging Face directory")
-  exp.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
-  exp.add_argument("--workdir", default="runs/demo")
+  exp.add_argument("config", nargs="?", help="the experiment's config, for a trained "
+                   "model's tokenizer (default: the workdir's config.json; an imported "
+                   "model keeps its own tokenizer)")
+  exp.add_argument("--workdir", help="the run --model is under (default: runs/<config file "
+                   "name> with a config, else .)")
   exp.add_argument("--model", required=True, help="e.g. policy/small/final, prm/final")
   exp.add_argument("--out", required=True)
+  exp.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="weight dtype (bfloat16 for serving)")
+  exp.add_argument("--max_positions", type=int, default=0,
+                   help="max_position_embeddings when the model records none (ours; "
+                   "default 4096); an imported model keeps its own")
+  exp.add_argument("--max_shard_mb", type=int, default=5120,
+                   help="split the weights into shards of at most this size")
   args, overrides = parser.parse_known_args(argv)
   if args.command == "import":
     return _interop(parser, args, overrides)
+  if args.workdir is None:
+    args.workdir = default_workdir(args.config) if args.config else "."
 
+  if args.command == "export" and args.config is None:  # the run's resolved config, if any
+    saved = os.path.join(args.workdir, "config.json")
+    config = None
+    if os.path.isfile(saved):
+      with open(saved) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    return _interop(parser, args, overrides, config=config)
   try:
     config = apply_overrides(load_config(args.config), overrides, args.config)
   except (FileNotFoundError, KeyError, ValueError, AttributeError) as e:
@@ -139,12 +192,17 @@ def main(argv=None):
   if args.command == "export":
     return _interop(parser, args, config=config)
   _init_distributed(args)
-  from tts import experiment  # imports jax and the stages; after argument errors are shown
+  import jax
+
+  from tts import experiment, logs  # imports jax and the stages; after argument errors show
+  logs.setup(jax.process_index())
   try:
     only = args.only if args.command == "run" else args.command
     summary = experiment.run(config, args.workdir, only=only, force=args.force)
   except experiment.USER_ERRORS as e:
     parser.exit(1, f"tts: error: {e}\n")
+  except ModuleNotFoundError as e:  # e.g. a Hugging Face checkpoint without the extra
+    _missing_extra(parser, e)
   findings = os.path.join(args.workdir, "report", "summary.md")
   print(f"tts: finished; stage summaries in {summary}" +
         (f"; findings in {findings}" if os.path.exists(findings) else ""))
@@ -154,12 +212,17 @@ def _interop(parser, args, overrides=(), config=None):
   if overrides:
     parser.exit(2, f"tts: error: unrecognised arguments {' '.join(overrides)}\n")
   from tts import experiment
-  from tts.interop import commands  # the `hf` extra
+  try:
+    from tts.interop import commands  # the `hf` extra
+  except ModuleNotFoundError as e:
+    _missing_extra(parser, e)
   try:
     if args.command == "import":
       out = commands.import_checkpoint(args.hf_dir, args.out, args.good_token, args.bad_token)
     else:
-      out = commands.export_model(config, args.workdir, args.model, args.out)
+      out = commands.export_model(config, args.workdir, args.model, args.out,
+                                  dtype=args.dtype, max_positions=args.max_positions,
+                                  max_shard_bytes=args.max_shard_mb << 20)
   except experiment.USER_ERRORS as e:
     parser.exit(1, f"tts: error: {e}\n")
   print(f"tts: {args.command}ed to {out}")

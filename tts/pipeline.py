@@ -11,6 +11,7 @@ resumes: its trainers restore their latest checkpoints.
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -21,6 +22,7 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 from tts.atomic_files import read_json, write_json_atomic
+from tts.data import math_grader
 from tts.data.errors import DataError
 
 
@@ -127,7 +129,7 @@ def sync(name: str):
 
 
 def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force: bool = False,
-               log=print) -> dict[str, dict]:
+               log=logging.getLogger("tts").info) -> dict[str, dict]:
   """Runs the stages in order (or just `only`), skipping the ones already done.
 
   With several processes, all run every stage; process 0 writes the bookkeeping files and
@@ -172,13 +174,15 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
                         {"fingerprint": fp, "inputs": inputs})
     sync(f"tts: {stage.name} started")
     log(f"[{stage.name}] running")
-    start = time.time()
+    start, timeouts = time.time(), math_grader.timeouts()
     summary = stage.run(ctx)
-    elapsed = time.time() - start
+    elapsed, timeouts = time.time() - start, math_grader.timeouts() - timeouts
+    if timeouts:
+      log(f"[{stage.name}] {timeouts} answer comparisons timed out, graded as wrong")
     if ctx.is_main:
       write_json_atomic(os.path.join(directory, "done.json"),
                         {"fingerprint": fp, "inputs": inputs, "summary": summary,
-                         "seconds": round(elapsed, 1)})
+                         "seconds": round(elapsed, 1), "grading_timeouts": timeouts})
     sync(f"tts: {stage.name} done")
     log(f"[{stage.name}] done in {elapsed:.0f} s")
     summaries[stage.name] = summary

@@ -75,6 +75,7 @@ def main(args):
                                num_processes=args.num_processes, process_id=args.process_id)
   import numpy as np
 
+  from tts import logs
   from tts.model import ModelConfig
   from tts.model.sharding import make_mesh
   from tts.train import batches
@@ -100,6 +101,7 @@ def main(args):
       return original(num_examples, batch_size, step, seed)
     batches.global_batch_indices = throttled
 
+  logs.setup(jax.process_index())
   mesh = make_mesh(dict(zip(("data", "fsdp", "tensor"), map(int, args.mesh.split(",")))))
   trainer = Trainer(model_cfg, train_cfg, NextTokenLoss(), mesh, RULES)
   ckpts = TrainCheckpoints(os.path.join(args.workdir, "checkpoints"), 2)

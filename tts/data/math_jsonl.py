@@ -15,17 +15,16 @@ treats a line of a MATH solution like a line of an arithmetic chain.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import re
-import threading
 import warnings
 from typing import Any, Mapping
 
 import numpy as np
 
 from tts.atomic_files import read_text
+from tts.data import math_grader
 from tts.data.errors import DataError
 
 # A line this long is most likely several records run together, or not a problem at all.
@@ -34,8 +33,8 @@ _LINE_HINT = "each line needs 'problem' and 'solution' (with a \\boxed{} answer)
 
 
 def last_boxed(text: str) -> str | None:
-  """Content of the last complete \\boxed{...} in `text`, nested braces allowed."""
-  for start in reversed([m.end() for m in re.finditer(r"\\boxed\s*\{", text)]):
+  """Content of the last complete \\boxed{...} (or \\fbox{...}), nested braces allowed."""
+  for start in reversed([m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]):
     depth = 1
     for i in range(start, len(text)):
       c = text[i]
@@ -197,46 +196,39 @@ def load_splits(config: MathJsonlConfig) -> dict[str, list[dict]]:
   return {"train": train, "val": val, "test": test}
 
 
+# Answers stated without \\boxed{}, tried in this order after it; the last match counts.
+_UNBOXED = (
+  re.compile(r"\\boxed\s+([^\s$]+)"),  # \boxed 5
+  re.compile(r"^#+\s*Answer\s*\n\s*(.+)", re.MULTILINE),  # PRM800K: "# Answer\n\n42"
+  re.compile(r"final answer is:?\s*(\$[^$\n]+\$|[^\n]+?)(?:\.?\s*$|\.\s)",  # ... is $12$.
+             re.IGNORECASE | re.MULTILINE),
+  re.compile(r"^\s*(?:Answer|A):(.*)", re.MULTILINE),  # our own solutions' last line
+)
+
+
 def extract_answer(text: str) -> str | None:
-  """The last \\boxed{} content, else what follows the last "Answer:" or "A:" line."""
+  """The last \\boxed{} (or \\fbox{}) content, else the last answer stated in one of
+  the `_UNBOXED` forms (sentence punctuation and $ signs stripped)."""
   boxed = last_boxed(text)
   if boxed is not None:
     return boxed
-  for line in reversed(text.splitlines()):
-    m = re.match(r"\s*(?:Answer|A):(.*)", line)
-    if m:
-      return m.group(1).strip().strip("$").strip() or None
+  for pattern in _UNBOXED:
+    found = pattern.findall(text)
+    if found:
+      answer = found[-1].strip().rstrip(".").strip().strip("$").strip()
+      if answer:
+        return answer
   return None
 
 
-def _timeout() -> int | None:
-  """math-verify times out with SIGALRM, which only the main thread may use.
-
-  Elsewhere (a grading thread pool) it raises, so there we run without its
-  timeout; answers are short, so a runaway simplification is unlikely.
-  """
-  return 5 if threading.current_thread() is threading.main_thread() else None
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _parse(answer: str, timeout: int | None) -> tuple:
-  import math_verify  # sympy behind it takes ~0.6 s to import; only graders need it
-
-  return tuple(math_verify.parse("\\boxed{" + answer + "}", parsing_timeout=timeout))
-
-
 def same_answer(gold: str | None, pred: str | None) -> bool:
-  """Mathematical equivalence by math-verify (asymmetric: gold first); None never matches."""
+  """Mathematical equivalence by math-verify (asymmetric: gold first); None never matches.
+  A comparison that times out counts as not equivalent (see math_grader)."""
   if gold is None or pred is None:
     return False
   if "".join(gold.split()) == "".join(pred.split()):
     return True
-  import math_verify
-
-  timeout = _timeout()
-  return math_verify.verify(
-    list(_parse(gold, timeout)), list(_parse(pred, timeout)), timeout_seconds=timeout
-  )
+  return math_grader.equivalent(gold, pred)
 
 
 def is_correct(text: str, example: Mapping[str, Any]) -> bool:

@@ -1,4 +1,4 @@
-"""Revision trajectories: earlier answers in context, then a better one (PAPER.md, "Revision
+"""Revision trajectories: earlier answers in context, then a better one (docs/paper.md, "Revision
 model"). Pure functions over token ids and texts; the stages do the sampling and I/O.
 
 Prompt format, at token level so it is exact for any vocabulary (no decode/encode round

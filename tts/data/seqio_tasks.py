@@ -4,18 +4,64 @@ The pure-Python path (`tts.data.tasks`) is what training and search use; this
 module exposes the same examples as seqio Tasks so they plug into seqio/t5x-style
 tooling, and `materialize` lets the pipeline's data stage check that both paths
 give the same token ids.
+
+Importing this module registers the STABLE_TASKS under fixed names, e.g.
+`seqio.get_mixture_or_task("tts_chain_mod13")` (the demo's task); any other config is
+registered on demand under its hashed `Task.name`. Each task's metric is accuracy by the
+task's own grader. The policy evaluation does not go through it: it needs pass@1 over
+several samples per question, split by difficulty, from our sampler, where seqio's metric
+functions take one prediction per target; both grade with the same `same_answer`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import seqio
-import tensorflow as tf
 
-from tts.data.tasks import Task, make_task
+from tts.data.tasks import Task, make_task, task_config
 from tts.data.vocab import Tokenizer
+
+
+@contextlib.contextmanager
+def _tensorflow_silenced():
+  """TensorFlow's C++ start-up lines (oneDNN, CUDA stubs) go to file descriptor 2 before any
+  log level applies, and "failed call to cuInit" on a host without a GPU is logged at
+  ERROR, under the level 1 that `import jax` sets: so fd 2 goes to /dev/null and
+  TF_CPP_MIN_LOG_LEVEL is 3 while TF starts, and both are restored after."""
+  level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+  os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with open(os.devnull, "w") as null:
+    os.dup2(null.fileno(), 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    if level is None:
+      del os.environ["TF_CPP_MIN_LOG_LEVEL"]
+    else:
+      os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
+
+
+def _keep_tf_off_accelerators(tf) -> None:
+  """TF must not grab GPU/TPU memory that JAX needs; it only feeds strings here."""
+  for kind in ("GPU", "TPU"):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # devices already initialised, or no such kind
+      pass
+
+
+with _tensorflow_silenced():
+  import seqio
+  import tensorflow as tf
+  _keep_tf_off_accelerators(tf)
 
 # seqio's split names -> ours.
 SEQIO_SPLITS = {"train": "train", "validation": "val", "test": "test"}
@@ -84,15 +130,6 @@ class SeqioVocabulary(seqio.Vocabulary):
     return hash(self.tokenizer)
 
 
-def _keep_tf_off_accelerators() -> None:
-  """TF must not grab GPU/TPU memory that JAX needs; it only feeds strings here."""
-  for kind in ("GPU", "TPU"):
-    try:
-      tf.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):  # devices already initialised, or no such kind
-      pass
-
-
 def _source(task: Task) -> seqio.FunctionDataSource:
   def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
     del shuffle_files, seed  # in-memory examples, in their fixed order
@@ -120,17 +157,18 @@ def _source(task: Task) -> seqio.FunctionDataSource:
   return seqio.FunctionDataSource(dataset_fn, splits=list(SEQIO_SPLITS))
 
 
-def register_task(cfg: Mapping[str, Any]) -> str:
-  """Registers the seqio Task for `cfg` (a `config.task`) once; returns its name.
+def register_task(cfg: Mapping[str, Any], name: str | None = None) -> str:
+  """Registers the seqio Task for `cfg` (a `config.task`) once, under `name` (default: the
+  task's hashed name); returns the name.
 
   Features: inputs = prompt ids (no eos), targets = solution ids + eos. The
   postprocessor turns a decoded output into its final answer (targets into the
   gold answer), and the metric is accuracy in percent by the task's grader.
   """
   task = make_task(cfg)
-  if task.name in seqio.TaskRegistry.names():
-    return task.name
-  _keep_tf_off_accelerators()
+  name = name or task.name
+  if name in seqio.TaskRegistry.names():
+    return name
   vocab = SeqioVocabulary(task.vocab)
 
   def postprocess(
@@ -146,7 +184,7 @@ def register_task(cfg: Mapping[str, Any]) -> str:
     return {"accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0}
 
   seqio.TaskRegistry.add(
-    task.name,
+    name,
     source=_source(task),
     output_features={
       "inputs": seqio.Feature(vocab, add_eos=False),
@@ -156,7 +194,18 @@ def register_task(cfg: Mapping[str, Any]) -> str:
     postprocess_fn=postprocess,
     metric_fns=[accuracy],
   )
-  return task.name
+  return name
+
+
+# Registered on import under these names (a test keeps tts_chain_mod13 equal to the task
+# of configs/demo.py).
+STABLE_TASKS = {
+  "tts_chain_mod13": task_config("chain", modulus=13, min_ops=1, max_ops=16, num_train=20_000,
+                                 num_val=256, num_test=500, seed=0),
+  "tts_chain_mod17": task_config("chain"),  # ChainTaskConfig's defaults
+}
+for _name, _cfg in STABLE_TASKS.items():
+  register_task(_cfg, _name)
 
 
 def materialize(cfg: Mapping[str, Any], split: str) -> list[dict]:

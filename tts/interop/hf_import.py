@@ -19,6 +19,7 @@ read here at the newline instead, which is where its tag would follow.)
 """
 import dataclasses
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -36,6 +37,10 @@ from tts.train.checkpoints import CheckpointMismatchError
 SINGLE_FILE, INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
 # Tensors some checkpoints carry that hold no weights of ours (recomputed buffers).
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+# What an imported model keeps beside its weights: its tokenizer (config.json names the eos
+# and pad ids HFTokenizer reads) and generation defaults, so `tts export` needs no config.
+CHECKPOINT_FILES = ("config.json", "generation_config.json", "tokenizer.json",
+                    "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
 def is_hf_checkpoint(directory: str) -> bool:
@@ -59,6 +64,15 @@ def open_safetensors(path: str, framework: str):
   except SafetensorError as e:
     raise DataError(f"{path} is not a readable safetensors file ({e}); it is damaged or "
                     "truncated: copy or export it again") from None
+
+
+def keep_checkpoint_files(hf_dir: str, out: str) -> list[str]:
+  """Copies the CHECKPOINT_FILES that `hf_dir` has into `out`; returns their names."""
+  kept = [n for n in CHECKPOINT_FILES if os.path.isfile(os.path.join(hf_dir, n))]
+  os.makedirs(out, exist_ok=True)
+  for name in kept:
+    shutil.copyfile(os.path.join(hf_dir, name), os.path.join(out, name))
+  return kept
 
 
 class SafetensorFiles:

@@ -15,7 +15,7 @@ import numpy as np
 from tts.model.config import ModelConfig
 
 # Hugging Face names of the config.json fields we read and write.
-LLAMA_ARCHITECTURE = "LlamaForCausalLM"
+LLAMA_ARCHITECTURE, QWEN2_ARCHITECTURE = "LlamaForCausalLM", "Qwen2ForCausalLM"
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 # Classes whose weights are the causal-LM layout read here (a config may omit the list).
 SUPPORTED_ARCHITECTURES = (LLAMA_ARCHITECTURE, "Qwen2ForCausalLM")
@@ -140,22 +140,30 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
       d_ff=hf["intermediate_size"], head_dim=hf.get("head_dim") or 0,
       rope_theta=float(rope_theta), norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-      attention_bias=model_type == "qwen2" or bool(hf.get("attention_bias", False)))
+      attention_bias=model_type == "qwen2" or bool(hf.get("attention_bias", False)),
+      max_positions=int(hf.get("max_position_embeddings") or 0))
 
 
 def hf_config(cfg: ModelConfig, eos_id: int, pad_id: int, bos_id: int | None,
-              max_positions: int) -> dict:
-  """config.json for `cfg` as a LlamaForCausalLM (biases via `attention_bias`)."""
-  return {
-      "architectures": [LLAMA_ARCHITECTURE], "model_type": "llama",
+              max_positions: int, dtype: str = "float32") -> dict:
+  """config.json for `cfg`: a Qwen2ForCausalLM when it has q/k/v biases (Llama's
+  `attention_bias` would also expect an o_proj bias, which we do not have), else a
+  LlamaForCausalLM."""
+  config = {
       "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
       "intermediate_size": cfg.d_ff, "num_hidden_layers": cfg.num_layers,
       "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads,
       "head_dim": cfg.head_dim, "hidden_act": "silu", "max_position_embeddings": max_positions,
       "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta, "rope_scaling": None,
       "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-      "attention_bias": cfg.attention_bias, "attention_dropout": 0.0, "mlp_bias": False,
-      "tie_word_embeddings": cfg.tie_embeddings, "torch_dtype": "float32", "dtype": "float32",
+      "attention_dropout": 0.0, "tie_word_embeddings": cfg.tie_embeddings,
+      "torch_dtype": dtype, "dtype": dtype,
       "eos_token_id": eos_id, "pad_token_id": pad_id, "bos_token_id": bos_id,
       "initializer_range": 0.02, "use_cache": True,
   }
+  if cfg.attention_bias:
+    return {"architectures": [QWEN2_ARCHITECTURE], "model_type": "qwen2", **config,
+            "use_sliding_window": False, "sliding_window": None,
+            "max_window_layers": cfg.num_layers}
+  return {"architectures": [LLAMA_ARCHITECTURE], "model_type": "llama", **config,
+          "attention_bias": False, "mlp_bias": False}

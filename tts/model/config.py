@@ -20,6 +20,9 @@ class ModelConfig:
   value_head: bool = False
   dropout: float = 0.0
   dtype: str = "float32"  # activations; params stay float32
+  # Longest sequence the model is meant for: an imported checkpoint's max_position_embeddings;
+  # 0 for ours (RoPE has no position table; `tts export --max_positions` sets the limit).
+  max_positions: int = 0
   # Fields that must be >= 1 (checked by config_schema.build, which names the section).
   POSITIVE: ClassVar[tuple[str, ...]] = ("vocab_size", "num_layers", "d_model", "num_heads",
                                          "num_kv_heads", "d_ff")

@@ -1,6 +1,6 @@
-"""The paper's four findings, each judged from the intervals in the select and flops files,
-for oracle and for predicted difficulty bins: reproduced, partly, not reproduced or not
-measurable, with the criterion and the intervals behind the verdict in its statement.
+"""The paper's four findings (docs/paper.md), each judged from the intervals in the select and
+flops files, for oracle and for predicted difficulty bins: reproduced, partly, not reproduced
+or not measurable, with the criterion and the intervals behind the verdict in its statement.
 
 A check reads a 95% paired-bootstrap interval against a threshold: `supported` when the
 whole interval is on the finding's side, `contradicted` when none of it is, `undecided`

@@ -1,6 +1,6 @@
 """FLOPs accounting (Kaplan et al.): pretraining 6*N*D, inference 2*N*D plus attention, and
 the inference budget that makes a small model plus test-time compute cost as much as a model
-M times larger decoding once (the paper's FLOPs-matched comparison).
+M times larger decoding once (docs/paper.md, FLOPs-matched comparison).
 
 Parameters only -- large: 6*(M*N)*D_pre + 2*(M*N)*D_inf; small spending X times the
 inference tokens: 6*N*D_pre + 2*N*(X*D_inf); equal when X = M + 3*(M - 1)/R, with

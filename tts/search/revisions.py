@@ -7,7 +7,7 @@ every budget and split: a split reads chains 0..P-1 up to step L. `chain_lengths
 far each chain must run. All live chains of all questions advance together, one answer per
 step, through the jitted sampler in fixed-size batches.
 
-Selection (PAPER.md): a revision-aware ORM scores every answer with its history in context.
+Selection (docs/paper.md): a revision-aware ORM scores every answer with its history in context.
 `weighted` is hierarchical: weighted best-of-N within each chain, then weighted best-of-N
 across the chain winners (each carrying the score of its best answer); `majority` and
 `argmax` run flat over all N answers.

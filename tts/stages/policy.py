@@ -7,6 +7,7 @@ import os
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from tts import config_schema
 from tts.atomic_files import write_json_atomic
@@ -56,13 +57,17 @@ def model_config(cfg, name: str, vocab_size: int, **overrides) -> ModelConfig:
 
 
 def pass_rates(task, graphdef, params, questions: list[dict], samples: int,
-               temperature: float, eval_cfg, seed: int) -> np.ndarray:
-  """Fraction of `samples` completions per question that the grader accepts: float[Q]."""
+               temperature: float, eval_cfg, seed: int, desc: str = "",
+               show: bool = False) -> np.ndarray:
+  """Fraction of `samples` completions per question that the grader accepts: float[Q].
+  show: a progress bar named `desc` (process 0)."""
   sampling = SamplingConfig(temperature=temperature, max_new_tokens=eval_cfg.max_new_tokens)
   repeated = [q for q in questions for _ in range(samples)]
   keys = jax.random.split(jax.random.key(seed), len(repeated))
-  outs = sample_all(graphdef, params, [q["prompt_ids"] for q in repeated], keys, sampling,
-                    (task.vocab.eos_id,), task.vocab.pad_id, eval_cfg.batch_size)
+  with tqdm(total=len(repeated), desc=desc, disable=not show) as bar:
+    outs = sample_all(graphdef, params, [q["prompt_ids"] for q in repeated], keys, sampling,
+                      (task.vocab.eos_id,), task.vocab.pad_id, eval_cfg.batch_size,
+                      progress=bar.update)
   correct = [task.is_correct(task.vocab.decode(o), q) for q, o in zip(repeated, outs)]
   return np.asarray(correct, np.float32).reshape(len(questions), samples).mean(axis=1)
 
@@ -115,14 +120,19 @@ def run(ctx) -> dict:
     else:
       model, val_loss = _train(cfg, name, task, mesh, directory, arrays)
     save_params(os.path.join(directory, "final"), model.params, model.cfg)
+    if hf_path and ctx.is_main:
+      from tts.interop.hf_import import keep_checkpoint_files
+      keep_checkpoint_files(hf_path, os.path.join(directory, "final"))
     graphdef, params, model_cfg = model.graphdef, model.params, model.cfg
-    greedy = pass_rates(task, graphdef, params, test, 1, 0.0, cfg.policy_eval, cfg.seed)
+    greedy = pass_rates(task, graphdef, params, test, 1, 0.0, cfg.policy_eval, cfg.seed,
+                        f"policy/{name} greedy", ctx.is_main)
     result = {"params": model_cfg.num_params, "val_loss": val_loss,
               "greedy_accuracy": float(greedy.mean()),
               "greedy_by_difficulty": _by_difficulty(test, greedy)}
     if name == "small":
       rates = pass_rates(task, graphdef, params, test, cfg.policy_eval.samples,
-                         cfg.policy_eval.temperature, cfg.policy_eval, cfg.seed + 1)
+                         cfg.policy_eval.temperature, cfg.policy_eval, cfg.seed + 1,
+                         f"policy/{name} pass@1", ctx.is_main)
       result.update(pass1=float(rates.mean()), pass1_by_quintile=quintile_means(rates),
                     pass1_by_difficulty=_by_difficulty(test, rates))
     if ctx.is_main:

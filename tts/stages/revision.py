@@ -1,4 +1,4 @@
-"""Revision model stages (PAPER.md, "Revision model").
+"""Revision model stages (docs/paper.md, "Revision model").
 
 `revision_data`: samples `samples` answers per train question from the small policy at a
 higher temperature, drops those without a parsable answer, and builds one trajectory per
@@ -17,6 +17,7 @@ import os
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from tts import config_schema
 from tts.atomic_files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -57,9 +58,11 @@ def run_data(ctx) -> dict:
   vocab = task.vocab
   examples = read_split(ctx.workdir, "train")[:c.num_questions]
   sampling = SamplingConfig(temperature=c.temperature, max_new_tokens=c.max_new_tokens)
-  solutions, sampled, tokens = labelling.sample_solutions(
-      task, load_policy(ctx.workdir), examples, list(range(len(examples))), c.samples,
-      sampling, jax.random.key(c.seed), c.rows_per_batch)
+  with tqdm(total=len(examples) * c.samples, desc="revision_data",
+            disable=not ctx.is_main) as bar:
+    solutions, sampled, tokens = labelling.sample_solutions(
+        task, load_policy(ctx.workdir), examples, list(range(len(examples))), c.samples,
+        sampling, jax.random.key(c.seed), c.rows_per_batch, bar.update)
   by_question = collections.defaultdict(list)
   for s in solutions:
     by_question[s.question].append(
@@ -109,7 +112,7 @@ def run_train(ctx) -> dict:
   train_cfg = config_schema.build(TrainConfig, cfg.revision, "revision")
   if not train_cfg.keep_best:
     raise ValueError("revision.keep_best=False: the revision model's checkpoint is chosen on "
-                     "validation loss (PAPER.md); set revision.keep_best=True")
+                     "validation loss (docs/paper.md); set revision.keep_best=True")
   trainer = Trainer(policy.cfg, train_cfg, NextTokenLoss(), make_mesh(cfg.mesh),
                     cfg.logical_axis_rules)
   out = ctx.stage_dir("revision")

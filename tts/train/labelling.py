@@ -121,16 +121,17 @@ def _label_batch(task, policy, examples, solutions, prefixes, rollouts, sampling
   return int(out_lengths[:len(plan)].sum())
 
 def sample_solutions(task, policy: LoadedModel, examples: list[dict], questions: list[int],
-                     samples: int, sampling: SamplingConfig, key, batch_size: int
-                     ) -> tuple[list[Solution], int, int]:
+                     samples: int, sampling: SamplingConfig, key, batch_size: int,
+                     progress=None) -> tuple[list[Solution], int, int]:
   """`samples` solutions per question (indices into examples). Returns the solutions with a
-  parsable answer, how many were sampled, and the tokens generated."""
+  parsable answer, how many were sampled, and the tokens generated. progress: called with
+  the rows of each finished batch."""
   ids = np.asarray([(q, n) for q in questions for n in range(samples)], np.int32)
   keys = jax.vmap(lambda row: jax.random.fold_in(jax.random.fold_in(key, row[0]), row[1]))(ids)
   vocab = task.vocab
   outs = sampler.sample_all(policy.graphdef, policy.params,
                             [examples[q]["prompt_ids"] for q, _ in ids], keys, sampling,
-                            (vocab.eos_id,), vocab.pad_id, batch_size)
+                            (vocab.eos_id,), vocab.pad_id, batch_size, progress=progress)
   kept = []
   for (q, n), tokens in zip(ids.tolist(), outs):
     text = vocab.decode(tokens)

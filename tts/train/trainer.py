@@ -6,6 +6,7 @@ logical axis names and the config's rules; the optimizer state follows its param
 """
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -27,6 +28,9 @@ from tts.train import batches, checkpoints
 from tts.train.checkpoints import TrainCheckpoints
 from tts.train.config import TrainConfig
 from tts.train.objectives import Objective
+from tts.train.summaries import ScalarSummaries
+
+log = logging.getLogger("tts.train")
 
 
 def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -171,6 +175,7 @@ class Trainer:
                               state, self.state_shardings)
       state, _ = ckpts.restore(latest, abstract)
       start = latest
+      log.info("%s: resuming from step %d of %d (%s)", desc, latest, cfg.steps, ckpts.directory)
     _truncate_metrics(metrics_path, start)
     best = BestWeights(os.path.join(workdir, "best")) if cfg.keep_best else None
     num_examples = len(next(iter(train_data.values())))
@@ -178,6 +183,7 @@ class Trainer:
     tokens_per_step = cfg.batch_size * fields["tokens"].shape[1] if "tokens" in fields else 0
     history, is_main = _read_history(metrics_path, start), jax.process_index() == 0
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not is_main, dynamic_ncols=True)
+    summaries = ScalarSummaries(workdir) if is_main else None
     tick, tick_step, last_good = time.perf_counter(), start, latest
     for step in range(start, cfg.steps):
       if cfg.patience and _evals_since_best(history) >= cfg.patience:
@@ -207,6 +213,8 @@ class Trainer:
             if best is not None and _evals_since_best(history) <= cfg.evals_after_best:
               best.save(done, state["params"], self.model_cfg)
         _append_metrics(metrics_path, record)
+        if summaries is not None:
+          summaries.scalars(done, {k: v for k, v in record.items() if k != "step"})
         bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
       if done % cfg.checkpoint_every == 0 or done == cfg.steps:
         ckpts.save(done, state, {"step": done, "data_position": done * cfg.batch_size,
@@ -214,6 +222,8 @@ class Trainer:
         last_good = done
       bar.update(1)
     bar.close()
+    if summaries is not None:
+      summaries.close()
     ckpts.wait()
     ckpts.close()
     if best is not None:
