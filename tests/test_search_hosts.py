@@ -71,10 +71,14 @@ def test_search_on_eight_devices_equals_one(tiny_run, copy_run):
   caches split by rows and KV heads: the same search as on one device."""
   _search(copy_run, 1, 8, "--config.decode_mesh.data=2", "--config.decode_mesh.fsdp=2",
           "--config.decode_mesh.tensor=2")
+  decode = json.load(open(os.path.join(copy_run, "search", "manifest.json")))["decode"]
+  assert decode == {"mesh": {"data": 2, "fsdp": 2, "tensor": 2}, "processes": 1}
   assert_same_search(tiny_run, copy_run)
 
 
 def test_two_processes_split_the_questions(tiny_run, copy_run):
   """Each process searches its share of the questions; process 0 joins the parts."""
   _search(copy_run, processes=2)
+  decode = json.load(open(os.path.join(copy_run, "search", "manifest.json")))["decode"]
+  assert decode == {"mesh": {"data": 1, "fsdp": 1, "tensor": 1}, "processes": 2}
   assert_same_search(tiny_run, copy_run)

@@ -181,7 +181,8 @@ def run(ctx) -> dict:
     records[name] = done
   progress.close()
   out = {"methods": manifest, "skipped": skipped, "questions": len(questions),
-         "verifiers": s.verifiers.to_dict()}
+         "verifiers": s.verifiers.to_dict(),
+         "decode": {"mesh": dict(sharding.mesh.shape), "processes": jax.process_count()}}
   comparison = _verifier_comparison(method_configs(cfg), records, cfg, task)
   if ctx.is_main:
     write_json_atomic(os.path.join(directory, "manifest.json"), out)
