@@ -34,6 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
   # waste), so batch_size counts rows, not examples.
   c.data = dict(source="seqio", max_len=136, pack=True)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  # Test-time stages decode on each host's own devices with this mesh (hosts split the
+  # questions): rows over data x fsdp, KV heads over tensor. Not part of any stage's
+  # fingerprint: results agree across meshes up to float rounding (tests/test_search_hosts.py).
+  c.decode_mesh = dict(data=-1, fsdp=1, tensor=1)
   c.logical_axis_rules = LOGICAL_AXIS_RULES
   # The small policy and a model with 14x (+-1x) its parameters, trained on the same tokens.
   # vocab_size comes from the task, dropout from the training section.

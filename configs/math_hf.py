@@ -42,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = base.seed
   c.mesh = base.mesh
+  c.decode_mesh = base.decode_mesh
   c.logical_axis_rules = base.logical_axis_rules
   small_path = ml_collections.FieldReference("", field_type=str)  # given on the command line
   # One JSONL file split by test_fraction, or train_path + test_path.

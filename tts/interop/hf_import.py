@@ -31,7 +31,7 @@ from tts.data.errors import DataError
 from tts.interop.hf_layout import (VALUE_HEAD_BIAS, VALUE_HEAD_FILE, VALUE_HEAD_WEIGHT,
                                    model_config_from_hf, tensor_maps)
 from tts.model import LoadedModel, ModelConfig, Transformer
-from tts.model.sharding import param_shardings
+from tts.model.sharding import DecodeSharding, param_shardings
 from tts.train.checkpoints import CheckpointMismatchError
 
 SINGLE_FILE, INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
@@ -195,4 +195,5 @@ def load_hf_model(directory: str, mesh=None, rules=(), prm_token_ids=None) -> Lo
     for name, value in zip(("value_w", "value_b"), head):
       params[name] = jax.make_array_from_callback(value.shape, shardings[name],
                                                   lambda index, v=value: v[index])
-  return LoadedModel.create(cfg, params)
+  return LoadedModel.create(cfg, params,
+                            None if mesh is None else DecodeSharding.create(mesh, rules))

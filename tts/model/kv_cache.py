@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from tts.model.config import ModelConfig
+from tts.model.sharding import DecodeSharding, constrain
 
 
 @struct.dataclass
@@ -25,10 +26,21 @@ class KVCache:
     return self.keys[0].shape[2]
 
 
-def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> KVCache:
+def init_cache(cfg: ModelConfig, batch: int, max_len: int,
+               sharding: DecodeSharding | None = None) -> KVCache:
   shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
   zeros = lambda: tuple(jnp.zeros(shape, jnp.dtype(cfg.dtype)) for _ in range(cfg.num_layers))
-  return KVCache(zeros(), zeros(), jnp.zeros((batch,), jnp.int32))
+  return shard_cache(KVCache(zeros(), zeros(), jnp.zeros((batch,), jnp.int32)), sharding)
+
+
+def shard_cache(cache: KVCache, sharding: DecodeSharding | None) -> KVCache:
+  """Pins every slab to the decode mesh (rows over the batch axes, KV heads over tensor),
+  inside a jitted function; the identity when decoding is not sharded."""
+  if sharding is None:
+    return cache
+  pin = lambda slabs: tuple(constrain(x, sharding.cache(x.shape)) for x in slabs)
+  return KVCache(pin(cache.keys), pin(cache.values),
+                 constrain(cache.lengths, sharding.rows(cache.lengths.shape)))
 
 
 def write_rows(slab, new, starts):

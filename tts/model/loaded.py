@@ -4,6 +4,7 @@ import dataclasses
 from flax import nnx
 
 from tts.model.config import ModelConfig
+from tts.model.sharding import DecodeSharding
 from tts.model.transformer import Transformer
 
 
@@ -12,8 +13,10 @@ class LoadedModel:
   graphdef: nnx.GraphDef
   params: dict
   cfg: ModelConfig
+  sharding: DecodeSharding | None = None  # the mesh its params and caches live on
 
   @classmethod
-  def create(cls, cfg: ModelConfig, params) -> "LoadedModel":
+  def create(cls, cfg: ModelConfig, params,
+             sharding: DecodeSharding | None = None) -> "LoadedModel":
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
-    return cls(graphdef, params, cfg)
+    return cls(graphdef, params, cfg, sharding)

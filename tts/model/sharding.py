@@ -4,6 +4,7 @@ The t5x/MaxText convention without t5x: each parameter names its dimensions
 (`embed`, `mlp`, `heads`, `kv_heads`, `head_dim`, `vocab`, `norm`), the config maps each
 name to a mesh axis (or None), and `param_shardings` turns that into NamedShardings.
 """
+import dataclasses
 import math
 from typing import Sequence
 
@@ -65,3 +66,46 @@ def param_shardings(abstract_state, mesh: Mesh, rules):
 def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
   """Rows of a batch split over the axes the rules give for `batch`; other dims replicated."""
   return NamedSharding(mesh, logical_to_spec(("batch",), rules))
+
+
+# Logical axes of a KV-cache slab [B, KV, S, Dh]: rows over the batch axes, KV heads over
+# the tensor axis (the rules decide), positions and head dims whole on each device.
+CACHE_AXES = ("batch", "kv_heads", None, "head_dim")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSharding:
+  """Where test-time compute lives: a mesh of this host's devices and the logical-axis
+  rules. Hashable, so jitted decode functions take it as a static argument and pin their
+  caches and row arrays to it; each host decodes its own share of the questions."""
+  mesh: Mesh
+  rules: tuple
+
+  @classmethod
+  def create(cls, mesh: Mesh, rules) -> "DecodeSharding":
+    """Rules as nested tuples (a config may hold lists), so the object hashes."""
+    as_tuple = lambda axes: tuple(axes) if isinstance(axes, (list, tuple)) else axes
+    return cls(mesh, tuple((name, as_tuple(axes)) for name, axes in rules))
+
+  def cache(self, shape) -> NamedSharding:
+    return NamedSharding(self.mesh, logical_to_spec(CACHE_AXES, self.rules, shape, self.mesh))
+
+  def rows(self, shape) -> NamedSharding:
+    """An array whose first dimension is rows (tokens, logits, lengths)."""
+    axes = ("batch",) + (None,) * (len(shape) - 1)
+    return NamedSharding(self.mesh, logical_to_spec(axes, self.rules, shape, self.mesh))
+
+
+def decode_sharding(mesh_cfg, rules) -> DecodeSharding:
+  """The config's mesh over this host's devices (jax.local_devices()), for decoding."""
+  try:
+    mesh = make_mesh(mesh_cfg, jax.local_devices())
+  except ValueError as e:
+    raise ValueError(f"{e} (test-time stages use this host's {jax.local_device_count()} "
+                     "devices; hosts split the questions)") from None
+  return DecodeSharding.create(mesh, rules)
+
+
+def constrain(x, sharding: NamedSharding | None):
+  """with_sharding_constraint when decoding is sharded; identity on one device."""
+  return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tts.model import KVCache, gather_rows, init_cache
+from tts.model import KVCache, gather_rows, init_cache, shard_cache
+from tts.model.sharding import DecodeSharding, constrain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,24 +76,36 @@ class Step(NamedTuple):
   #                    whatever its last token (a stop id there ends it both ways)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "capacity"))
-def prefill(graphdef, params, prompts, prompt_lengths, capacity: int) -> DecodeState:
-  """One forward pass over right-padded prompts [B, P] into a cache of `capacity` slots."""
+def _shard_state(state: DecodeState, sharding: DecodeSharding | None) -> DecodeState:
+  """Pins a decode state's rows to the decode mesh (identity when not sharded)."""
+  if sharding is None:
+    return state
+  return DecodeState(shard_cache(state.cache, sharding),
+                     constrain(state.logits, sharding.rows(state.logits.shape)),
+                     constrain(state.prompt_lengths, sharding.rows(state.prompt_lengths.shape)))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "capacity", "sharding"))
+def prefill(graphdef, params, prompts, prompt_lengths, capacity: int,
+            sharding: DecodeSharding | None = None) -> DecodeState:
+  """One forward pass over right-padded prompts [B, P] into a cache of `capacity` slots.
+  sharding: the decode mesh its rows (and KV heads) are split over, if any."""
   model = nnx.merge(graphdef, params)
-  cache = init_cache(model.cfg, prompts.shape[0], capacity)
+  cache = init_cache(model.cfg, prompts.shape[0], capacity, sharding)
   out = model(prompts, cache, num_new=prompt_lengths)
   last = jnp.take_along_axis(out.logits, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
-  return DecodeState(out.cache, last.astype(jnp.float32), prompt_lengths)
+  return _shard_state(DecodeState(out.cache, last.astype(jnp.float32), prompt_lengths),
+                      sharding)
 
 
-@jax.jit
-def reorder(state: DecodeState | KVCache, rows):
+@functools.partial(jax.jit, static_argnames=("sharding",))
+def reorder(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None = None):
   """Row i of the result is row rows[i]: fan a prompt out to its candidates, or keep the
   beams a search selected. Takes a DecodeState or a bare KVCache (a verifier's)."""
   if isinstance(state, KVCache):
-    return gather_rows(state, rows)
-  return DecodeState(gather_rows(state.cache, rows), state.logits[rows],
-                     state.prompt_lengths[rows])
+    return shard_cache(gather_rows(state, rows), sharding)
+  return _shard_state(DecodeState(gather_rows(state.cache, rows), state.logits[rows],
+                                  state.prompt_lengths[rows]), sharding)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "capacity"))
@@ -109,19 +122,22 @@ def prefill_branches(graphdef, params, seqs, seq_lengths, rows, cuts, prompt_len
   return DecodeState(cache, logits, prompt_lengths[rows])
 
 
-@functools.partial(jax.jit, static_argnames=("capacity",))
-def grow(state: DecodeState | KVCache, capacity: int):
+@functools.partial(jax.jit, static_argnames=("capacity", "sharding"))
+def grow(state: DecodeState | KVCache, capacity: int, sharding: DecodeSharding | None = None):
   """The same state in a cache of `capacity` slots. Attention reads every slot each token,
   so searches start small and grow as their candidates lengthen."""
   cache = state if isinstance(state, KVCache) else state.cache
   pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, capacity - x.shape[2]), (0, 0)))
-  cache = KVCache(tuple(map(pad, cache.keys)), tuple(map(pad, cache.values)), cache.lengths)
+  cache = shard_cache(KVCache(tuple(map(pad, cache.keys)), tuple(map(pad, cache.values)),
+                              cache.lengths), sharding)
   return cache if isinstance(state, KVCache) else state._replace(cache=cache)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "stop_ids", "max_tokens"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "stop_ids", "max_tokens",
+                                             "sharding"))
 def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig,
-           stop_ids: tuple[int, ...], max_tokens: int) -> tuple[DecodeState, Step]:
+           stop_ids: tuple[int, ...], max_tokens: int,
+           sharding: DecodeSharding | None = None) -> tuple[DecodeState, Step]:
   """Extends every live row until it emits one of `stop_ids` (a step end or the end of the
   solution), has added `max_tokens` tokens, or holds cfg.max_new_tokens in all.
 
@@ -148,8 +164,9 @@ def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig
     out = model(token[:, None], cache, num_new=(~done).astype(jnp.int32))
     logits = jnp.where(done[:, None], logits, out.logits[:, 0].astype(jnp.float32))
     done = done | jnp.isin(token, stop_ids) | (out.cache.lengths >= limit)
-    return t + 1, logits, out.cache, tokens, log_probs, done
+    return t + 1, logits, shard_cache(out.cache, sharding), tokens, log_probs, done
 
+  state = _shard_state(state, sharding)
   start = state.cache.lengths
   init = (jnp.int32(0), state.logits, state.cache, jnp.zeros((b, max_tokens), jnp.int32),
           jnp.zeros((b, max_tokens), jnp.float32), done)
@@ -163,15 +180,16 @@ def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig
 
 
 def sample(graphdef, params, prompts, prompt_lengths, keys, cfg: SamplingConfig,
-           stop_ids: tuple[int, ...]) -> Samples:
+           stop_ids: tuple[int, ...], sharding: DecodeSharding | None = None) -> Samples:
   """Whole completions: prefill, then decode until a stop id or cfg.max_new_tokens.
 
   prompts: int32[B, P] right-padded; prompt_lengths: int32[B]; keys: [B] typed keys.
   """
   state = prefill(graphdef, params, prompts, prompt_lengths,
-                  prompts.shape[1] + cfg.max_new_tokens)
+                  prompts.shape[1] + cfg.max_new_tokens, sharding)
   live = jnp.ones(prompts.shape[:1], bool)
-  _, step = decode(graphdef, params, state, keys, live, cfg, tuple(stop_ids), cfg.max_new_tokens)
+  _, step = decode(graphdef, params, state, keys, live, cfg, tuple(stop_ids), cfg.max_new_tokens,
+                   sharding)
   return Samples(step.tokens, step.log_probs, step.lengths)
 
 
@@ -207,7 +225,8 @@ def fixed_batches(items: list, keys, size: int):
 
 def sample_all(graphdef, params, prompt_ids: list[list[int]], keys, cfg: SamplingConfig,
                stop_ids: tuple[int, ...], pad_id: int, batch_size: int,
-               multiple: int = 16, progress=None) -> list[list[int]]:
+               multiple: int = 16, progress=None,
+               sharding: DecodeSharding | None = None) -> list[list[int]]:
   """Samples every prompt in fixed-size batches, each padded to a `multiple` of tokens
   (prompts of very different lengths: a larger multiple means fewer shapes to compile).
 
@@ -218,7 +237,7 @@ def sample_all(graphdef, params, prompt_ids: list[list[int]], keys, cfg: Samplin
   for chunk, chunk_keys, real in fixed_batches(prompt_ids, keys, batch_size):
     prompts, lengths = pad_prompts(chunk, pad_id, multiple)
     out = jax.device_get(sample(graphdef, params, prompts, lengths, chunk_keys, cfg,
-                                tuple(stop_ids)))
+                                tuple(stop_ids), sharding))
     results += [out.tokens[i, :out.lengths[i]].tolist() for i in range(real)]
     if progress is not None:
       progress(real)

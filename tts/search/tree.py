@@ -128,31 +128,36 @@ class Decoder:
   def start(self, prompts, width):
     tokens, lengths = sampler.pad_prompts(prompts, self.pad_id, width=self.prompt_width)
     capacity = self._capacity(self.prompt_width + self.max_step_tokens)
-    state = sampler.prefill(self.policy.graphdef, self.policy.params, tokens, lengths, capacity)
-    scored = verifier.score_prompts(self.verifier.graphdef, self.verifier.params, tokens,
-                                    lengths, capacity)
+    pol, ver = self.policy, self.verifier
+    state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, capacity, pol.sharding)
+    scored = verifier.score_prompts(ver.graphdef, ver.params, tokens, lengths, capacity,
+                                    ver.sharding)
     fan_out = np.repeat(np.arange(len(prompts)), width)
-    rows = (sampler.reorder(state, fan_out), sampler.reorder(scored.cache, fan_out))
+    rows = (sampler.reorder(state, fan_out, pol.sharding),
+            sampler.reorder(scored.cache, fan_out, ver.sharding))
     return rows, np.asarray(scored.probs[:, 0])[fan_out]
 
   def advance(self, state, keys, live, greedy):
     policy_state, cache = state
     longest = int(np.max(np.where(live, np.asarray(cache.lengths), 0)))
     capacity = self._capacity(longest + self.max_step_tokens)
+    pol, ver = self.policy, self.verifier
     if capacity > cache.max_len:
-      policy_state, cache = sampler.grow(policy_state, capacity), sampler.grow(cache, capacity)
+      policy_state = sampler.grow(policy_state, capacity, pol.sharding)
+      cache = sampler.grow(cache, capacity, ver.sharding)
     sampling = dataclasses.replace(self.sampling, temperature=0.0) if greedy else self.sampling
     policy_state, step = sampler.decode(
-        self.policy.graphdef, self.policy.params, policy_state, keys, jnp.asarray(live),
-        sampling, tuple(self.step_end_ids) + (self.eos_id,), self.max_step_tokens)
-    scored = verifier.score_tokens(self.verifier.graphdef, self.verifier.params, cache,
-                                   step.tokens, step.lengths)
+        pol.graphdef, pol.params, policy_state, keys, jnp.asarray(live), sampling,
+        tuple(self.step_end_ids) + (self.eos_id,), self.max_step_tokens, pol.sharding)
+    scored = verifier.score_tokens(ver.graphdef, ver.params, cache, step.tokens, step.lengths,
+                                   ver.sharding)
     host = jax.device_get((step.tokens, step.lengths, step.stopped, step.capped,
                            scored.probs))
     return (policy_state, scored.cache), Advanced(*host)
 
   def reorder(self, state, rows):
-    return tuple(sampler.reorder(part, rows) for part in state)
+    return (sampler.reorder(state[0], rows, self.policy.sharding),
+            sampler.reorder(state[1], rows, self.verifier.sharding))
 
 
 @functools.partial(jax.jit, static_argnames=("width",))

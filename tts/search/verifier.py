@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tts.model import KVCache, init_cache
+from tts.model import KVCache, init_cache, shard_cache
+from tts.model.sharding import DecodeSharding
 from tts.search import sampler
 
 KINDS = ("prm", "orm")
@@ -26,22 +27,24 @@ class Scores(NamedTuple):
   probs: jax.Array  # float32[B, T]: sigmoid of the value head after each new token
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "capacity"))
-def score_prompts(graphdef, params, prompts, prompt_lengths, capacity: int) -> Scores:
+@functools.partial(jax.jit, static_argnames=("graphdef", "capacity", "sharding"))
+def score_prompts(graphdef, params, prompts, prompt_lengths, capacity: int,
+                  sharding: DecodeSharding | None = None) -> Scores:
   """Prefills the verifier's cache; probs[:, 0] is the reading after each whole prompt."""
   model = nnx.merge(graphdef, params)
-  cache = init_cache(model.cfg, prompts.shape[0], capacity)
+  cache = init_cache(model.cfg, prompts.shape[0], capacity, sharding)
   out = model(prompts, cache, num_new=prompt_lengths)
   last = jnp.take_along_axis(out.values, (prompt_lengths - 1)[:, None], axis=1)
-  return Scores(out.cache, jax.nn.sigmoid(last))
+  return Scores(shard_cache(out.cache, sharding), jax.nn.sigmoid(last))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def score_tokens(graphdef, params, cache: KVCache, tokens, lengths) -> Scores:
+@functools.partial(jax.jit, static_argnames=("graphdef", "sharding"))
+def score_tokens(graphdef, params, cache: KVCache, tokens, lengths,
+                 sharding: DecodeSharding | None = None) -> Scores:
   """Appends each row's `lengths` new tokens to the verifier's cache and reads every one."""
   model = nnx.merge(graphdef, params)
-  out = model(tokens, cache, num_new=lengths)
-  return Scores(out.cache, jax.nn.sigmoid(out.values))
+  out = model(tokens, shard_cache(cache, sharding), num_new=lengths)
+  return Scores(shard_cache(out.cache, sharding), jax.nn.sigmoid(out.values))
 
 
 def step_reading(probs, tokens, eos_id: int) -> float | None:
@@ -85,6 +88,7 @@ def final_readings(model, sequences: list[list[int]], eos_id: int, pad_id: int,
   out = []
   for chunk, _, real in sampler.fixed_batches(trimmed, None, batch_size):
     tokens, lengths = sampler.pad_prompts(chunk, pad_id, multiple)
-    scored = score_prompts(model.graphdef, model.params, tokens, lengths, tokens.shape[1])
+    scored = score_prompts(model.graphdef, model.params, tokens, lengths, tokens.shape[1],
+                           model.sharding)
     out.append(np.asarray(scored.probs[:real, 0]))
   return np.concatenate(out) if out else np.zeros(0, np.float32)

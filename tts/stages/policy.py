@@ -25,9 +25,9 @@ from tts.train.trainer import Trainer
 MODEL_NAMES = ("small", "large")
 
 
-def load_policy(workdir: str, name: str = "small"):
-  """A trained policy (stage `policy`) ready for decoding."""
-  return load_model(os.path.join(workdir, "policy", name, "final"))
+def load_policy(workdir: str, name: str = "small", sharding=None):
+  """A trained policy (stage `policy`) ready for decoding (on `sharding`'s mesh if given)."""
+  return load_model(os.path.join(workdir, "policy", name, "final"), sharding)
 
 
 def lm_arrays(records: list[dict], max_len: int, pad_id: int, packed: bool) -> dict[str, np.ndarray]:

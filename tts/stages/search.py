@@ -10,9 +10,10 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from tts import config_schema
-from tts.atomic_files import read_jsonl, write_json_atomic, write_jsonl_atomic
+from tts import config_schema, hosts
+from tts.atomic_files import read_jsonl, write_json_atomic
 from tts.data.tasks import make_task
+from tts.model.sharding import DecodeSharding, decode_sharding
 from tts.search import methods, results, tree
 from tts.search.methods import MethodConfig
 from tts.search.sampler import SamplingConfig, pad_prompts
@@ -22,7 +23,8 @@ from tts.stages.policy import load_policy
 from tts.train.checkpoints import load_model
 
 
-def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None):
+def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None,
+                  sharding: DecodeSharding | None = None):
   """The value-head model at `path` (relative to the workdir unless absolute): one of ours
   (a stage's final/, with model.json), or a Hugging Face checkpoint directory, imported
   with its value_head.safetensors or, given prm_token_ids=(good, bad), as a causal-LM PRM
@@ -30,10 +32,11 @@ def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None):
   directory = os.path.join(workdir, path)
   if os.path.exists(os.path.join(directory, "model.json")) or not os.path.exists(
       os.path.join(directory, "config.json")):
-    model = load_model(directory)
+    model = load_model(directory, sharding)
   else:
     from tts.interop.hf_import import load_hf_model  # the `hf` extra (safetensors)
-    model = load_hf_model(directory, prm_token_ids=prm_token_ids)
+    mesh, rules = (sharding.mesh, sharding.rules) if sharding else (None, ())
+    model = load_hf_model(directory, mesh, rules, prm_token_ids=prm_token_ids)
   if not model.cfg.value_head:
     raise ValueError(f"{field}={path!r}: the model in {os.path.join(workdir, path)} has no "
                      "value head, so it cannot score steps; point it at a PRM or ORM")
@@ -54,7 +57,8 @@ def prm_token_ids(spec, vocab, field: str) -> tuple[int, int] | None:
   return tuple(ids)
 
 
-def named_verifier(cfg, task, workdir: str, name: str, user: str):
+def named_verifier(cfg, task, workdir: str, name: str, user: str,
+                   sharding: DecodeSharding | None = None):
   """The verifier `search.verifiers.<name>` (path, kind, and a causal-LM PRM's tokens);
   `user` names the config field that asked for it, for the error."""
   verifiers = cfg.search.verifiers
@@ -65,17 +69,19 @@ def named_verifier(cfg, task, workdir: str, name: str, user: str):
   if spec.kind not in KINDS:
     raise ValueError(f"search.verifiers.{name}.kind={spec.kind!r}; use one of {KINDS}")
   return load_verifier(workdir, spec.path, f"search.verifiers.{name}.path",
-                       prm_token_ids(spec, task.vocab, f"search.verifiers.{name}"))
+                       prm_token_ids(spec, task.vocab, f"search.verifiers.{name}"), sharding)
 
 
 def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: str,
-                 policy) -> tree.Decoder:
-  """The decoder of the small policy with the verifier `search.verifiers.<verifier_name>`."""
+                 policy, sharding: DecodeSharding | None = None) -> tree.Decoder:
+  """The decoder of the small policy with the verifier `search.verifiers.<verifier_name>`
+  (loaded onto `sharding`'s mesh, as the policy is)."""
   s = cfg.search
   width = pad_prompts([q["prompt_ids"] for q in questions], task.vocab.pad_id)[0].shape[1]
   return tree.Decoder(
       policy=policy,
-      verifier=named_verifier(cfg, task, workdir, verifier_name, "a method's verifier"),
+      verifier=named_verifier(cfg, task, workdir, verifier_name, "a method's verifier",
+                              sharding),
       sampling=SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                               max_new_tokens=s.max_new_tokens),
       step_end_ids=tuple(sorted(task.vocab.step_end_ids)), eos_id=task.vocab.eos_id,
@@ -118,12 +124,16 @@ def _verifier_comparison(configs, records, cfg, task) -> dict | None:
 
 
 def run(ctx) -> dict:
+  """Every method at every budget. Each process searches its share of the questions on
+  its own devices (the config's mesh over them), and the shares are joined per file."""
   cfg = ctx.config
   s = cfg.search
   task = make_task(cfg.task)
   questions = read_split(ctx.workdir, "test")[:s.num_questions]
-  policy = load_policy(ctx.workdir)
+  sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)
+  policy = load_policy(ctx.workdir, sharding=sharding)
   decoders = {}
+  mine = hosts.share(len(questions))
   prompts = [q["prompt_ids"] for q in questions]
   keys = question_keys(s.seed, questions)
   directory = ctx.stage_dir("search")
@@ -137,7 +147,7 @@ def run(ctx) -> dict:
     budgets = method_budgets[name]
     if method.verifier not in decoders:
       decoders[method.verifier] = make_decoder(cfg, task, ctx.workdir, questions,
-                                               method.verifier, policy)
+                                               method.verifier, policy, sharding)
     decoder = decoders[method.verifier]
     sizes = (policy.cfg.num_params, decoder.verifier.cfg.num_params)
     verifier = (method.verifier, s.verifiers[method.verifier].kind,
@@ -152,26 +162,27 @@ def run(ctx) -> dict:
     # best-of-N: one run at the largest missing budget serves every smaller one.
     for n in (missing[-1:] if method.kind == "best_of_n" else missing):
       progress.set_postfix_str(f"{name} n={n}")
-      found = methods.run(decoder, methods.tree_shape(method, n), prompts, keys,
+      found = methods.run(decoder, methods.tree_shape(method, n),
+                          [prompts[i] for i in mine], keys[mine.start:mine.stop],
                           s.rows_per_batch, verifier[2])
-      for q, r in zip(questions, found):
+      for q, r in zip(questions[mine.start:mine.stop], found):
         check_finite_readings([r.prompt_score] + [x for c in r.candidates for x in c.step_scores],
                               lambda at: f"a step of question {q['id']!r} ({name}, n={n})",
                               f"search.verifiers.{method.verifier}")
       for m in ([k for k in missing if k <= n] if method.kind == "best_of_n" else [n]):
         per_question = ([methods.first_samples(r, m) for r in found]
                         if method.kind == "best_of_n" else found)
-        done[m] = [results.question_record(task, q, name, method, m, r, verifier, *sizes)
-                   for q, r in zip(questions, per_question)]
-        if ctx.is_main:
-          write_jsonl_atomic(paths[m], done[m])
+        done[m] = hosts.gather_records(paths[m], [
+            results.question_record(task, q, name, method, m, r, verifier, *sizes)
+            for q, r in zip(questions[mine.start:mine.stop], per_question)])
         progress.update(1)
     manifest[name] = {str(n): {"file": os.path.relpath(paths[n], directory),
                                **results.summarize(done[n])} for n in fitting}
     records[name] = done
   progress.close()
   out = {"methods": manifest, "skipped": skipped, "questions": len(questions),
-         "verifiers": s.verifiers.to_dict()}
+         "verifiers": s.verifiers.to_dict(),
+         "decode": {"mesh": dict(sharding.mesh.shape), "processes": jax.process_count()}}
   comparison = _verifier_comparison(method_configs(cfg), records, cfg, task)
   if ctx.is_main:
     write_json_atomic(os.path.join(directory, "manifest.json"), out)

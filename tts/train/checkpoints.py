@@ -14,6 +14,7 @@ from flax import nnx
 
 from tts.atomic_files import read_json, write_json_atomic
 from tts.model import LoadedModel, ModelConfig, Transformer
+from tts.model.sharding import DecodeSharding, param_shardings
 
 
 class CheckpointMismatchError(ValueError):
@@ -146,11 +147,16 @@ def load_params(directory: str, abstract_params):
   return params
 
 
-def load_model(directory: str) -> LoadedModel:
-  """A saved model (see save_params) on this process's first device, for decoding."""
+def load_model(directory: str, sharding: DecodeSharding | None = None) -> LoadedModel:
+  """A saved model (see save_params) for decoding: restored straight into the shardings the
+  logical-axis rules give on the decode mesh, or onto this process's first device."""
   cfg = load_model_config(directory)
-  device = jax.local_devices()[0]
-  abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))))
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-      x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(device)), abstract)
-  return LoadedModel.create(cfg, load_params(directory, abstract))
+  state = nnx.state(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
+  if sharding is None:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shardings = jax.tree.map(lambda _: device, nnx.to_pure_dict(state))
+  else:
+    shardings = param_shardings(state, sharding.mesh, sharding.rules)
+  abstract = jax.tree.map(lambda x, where: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where),
+                          nnx.to_pure_dict(state), shardings)
+  return LoadedModel.create(cfg, load_params(directory, abstract), sharding)

@@ -1,0 +1,41 @@
+"""Test-time work split across hosts: each process decodes a contiguous share of the
+questions on its own devices, writes its records as a part file, and process 0 joins the
+parts into the result file in question order. One process: no parts, the file directly.
+
+Records depend only on a question's own keys (never on its batch), so the joined file is
+the one a single process writes; a killed stage recomputes the budget whose joined file is
+missing (parts are rewritten, never trusted across runs).
+"""
+import os
+
+import jax
+from jax.experimental import multihost_utils
+
+from tts.atomic_files import read_jsonl, write_jsonl_atomic
+
+
+def share(num_items: int) -> range:
+  """This process's contiguous share of `num_items` (the first processes take one more)."""
+  count, index = jax.process_count(), jax.process_index()
+  per, extra = divmod(num_items, count)
+  start = index * per + min(index, extra)
+  return range(start, start + per + (index < extra))
+
+
+def gather_records(path: str, mine: list[dict]) -> list[dict]:
+  """Writes every process's records for one result file at `path` (process 0 joins the
+  parts in process order, which is question order) and returns all of them, on every
+  process."""
+  count = jax.process_count()
+  if count == 1:
+    write_jsonl_atomic(path, mine)
+    return mine
+  parts = [f"{path}.part{p}-of{count}" for p in range(count)]
+  write_jsonl_atomic(parts[jax.process_index()], mine)
+  multihost_utils.sync_global_devices(f"parts written: {path}")
+  if jax.process_index() == 0:
+    write_jsonl_atomic(path, [r for part in parts for r in read_jsonl(part)])
+    for part in parts:
+      os.remove(part)
+  multihost_utils.sync_global_devices(f"parts joined: {path}")
+  return read_jsonl(path)
