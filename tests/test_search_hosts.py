@@ -1,6 +1,6 @@
-"""Test-time search at scale by configuration: on 8 devices (rows over data x fsdp, KV heads
-and weights over tensor) and split across 2 processes, the search stage writes the files a
-single device writes.
+"""Test-time compute at scale by configuration: on 8 devices (rows over data x fsdp, KV heads
+and weights over tensor) and split across 2 processes, the search and difficulty stages write
+the files a single device writes.
 
 Compared with tolerance, not bytes: sharded matmuls and other batch shapes sum in another
 order, which moves verifier readings by ~1e-6 (measured: at most 9e-7 on 9 questions, beam
@@ -42,11 +42,23 @@ def assert_same_search(expected_dir, actual_dir):
   assert not glob.glob(os.path.join(actual_dir, "search", "*", "*.part*"))  # parts joined
 
 
-def _search(workdir, processes=1, devices=1, *extra):
+def assert_same_difficulty(expected_dir, actual_dir):
+  read = lambda d: [json.loads(line) for line in open(os.path.join(d, "difficulty",
+                                                                   "questions.jsonl"))]
+  expected, actual = read(expected_dir), read(actual_dir)
+  assert len(actual) == len(expected) > 0
+  for want, got in zip(expected, actual):
+    for key in ("predicted_score", "prompt_score"):
+      assert got.pop(key) == pytest.approx(want.pop(key), abs=1e-5), (key, want["id"])
+    assert got == want
+  assert not glob.glob(os.path.join(actual_dir, "difficulty", "*.part*"))
+
+
+def _stage(stage, workdir, processes=1, devices=1, *extra):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TQDM_DISABLE="1", PYTHONPATH=ROOT)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   cmd = [sys.executable, "-m", "tts.cli", "run", DEMO, "--workdir", str(workdir), "--only",
-         "search", "--force", *TINY, *extra]
+         stage, "--force", *TINY, *extra]
   if processes > 1:
     with socket.socket() as s:
       s.bind(("localhost", 0))
@@ -66,19 +78,25 @@ def _search(workdir, processes=1, devices=1, *extra):
   return outputs
 
 
-def test_search_on_eight_devices_equals_one(tiny_run, copy_run):
+def test_eight_devices_equal_one(tiny_run, copy_run):
   """Weights restored into their shardings (heads, mlp, vocab over tensor; embed over fsdp),
-  caches split by rows and KV heads: the same search as on one device."""
-  _search(copy_run, 1, 8, "--config.decode_mesh.data=2", "--config.decode_mesh.fsdp=2",
+  caches split by rows and KV heads: the same search and difficulty as on one device."""
+  mesh = ("--config.decode_mesh.data=2", "--config.decode_mesh.fsdp=2",
           "--config.decode_mesh.tensor=2")
+  for stage in ("search", "difficulty"):
+    _stage(stage, copy_run, 1, 8, *mesh)
   decode = json.load(open(os.path.join(copy_run, "search", "manifest.json")))["decode"]
   assert decode == {"mesh": {"data": 2, "fsdp": 2, "tensor": 2}, "processes": 1}
   assert_same_search(tiny_run, copy_run)
+  assert_same_difficulty(tiny_run, copy_run)
 
 
 def test_two_processes_split_the_questions(tiny_run, copy_run):
-  """Each process searches its share of the questions; process 0 joins the parts."""
-  _search(copy_run, processes=2)
+  """Each process searches and measures its share of the questions; the shares are
+  joined (and difficulty bins made over all of them)."""
+  for stage in ("search", "difficulty"):
+    _stage(stage, copy_run, processes=2)
   decode = json.load(open(os.path.join(copy_run, "search", "manifest.json")))["decode"]
   assert decode == {"mesh": {"data": 1, "fsdp": 1, "tensor": 1}, "processes": 2}
   assert_same_search(tiny_run, copy_run)
+  assert_same_difficulty(tiny_run, copy_run)

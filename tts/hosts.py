@@ -22,20 +22,27 @@ def share(num_items: int) -> range:
   return range(start, start + per + (index < extra))
 
 
-def gather_records(path: str, mine: list[dict]) -> list[dict]:
-  """Writes every process's records for one result file at `path` (process 0 joins the
-  parts in process order, which is question order) and returns all of them, on every
-  process."""
+def all_records(path: str, mine: list[dict]) -> list[dict]:
+  """Every process's records, in process order (question order for contiguous shares), on
+  every process: each writes its part beside `path`, all read every part, process 0
+  removes them."""
   count = jax.process_count()
   if count == 1:
-    write_jsonl_atomic(path, mine)
     return mine
   parts = [f"{path}.part{p}-of{count}" for p in range(count)]
   write_jsonl_atomic(parts[jax.process_index()], mine)
   multihost_utils.sync_global_devices(f"parts written: {path}")
+  records = [r for part in parts for r in read_jsonl(part)]
+  multihost_utils.sync_global_devices(f"parts read: {path}")
   if jax.process_index() == 0:
-    write_jsonl_atomic(path, [r for part in parts for r in read_jsonl(part)])
     for part in parts:
       os.remove(part)
-  multihost_utils.sync_global_devices(f"parts joined: {path}")
-  return read_jsonl(path)
+  return records
+
+
+def gather_records(path: str, mine: list[dict]) -> list[dict]:
+  """all_records, written to `path` by process 0."""
+  records = all_records(path, mine)
+  if jax.process_index() == 0:
+    write_jsonl_atomic(path, records)
+  return records

@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from tts import config_schema
+from tts import config_schema, hosts
 from tts.atomic_files import write_json_atomic, write_jsonl_atomic
 from tts.data.tasks import make_task
+from tts.model.sharding import decode_sharding
 from tts.scaling import difficulty, flops
 from tts.scaling.config import DifficultyConfig
 from tts.search import sampler, verifier
@@ -30,11 +31,11 @@ from tts.stages.search import named_verifier
 
 def sample_questions(model, prompts: list[list[int]], keys, sampling: SamplingConfig, task,
                      batch_size: int, desc: str, show: bool) -> list[list[int]]:
-  """sample_all with a progress bar over its rows."""
+  """sample_all with a progress bar over its rows, on the model's decode mesh."""
   with tqdm(total=len(prompts), desc=desc, disable=not show) as bar:
     return sampler.sample_all(model.graphdef, model.params, prompts, keys, sampling,
                               (task.vocab.eos_id,), task.vocab.pad_id, batch_size,
-                              progress=bar.update)
+                              progress=bar.update, sharding=model.sharding)
 
 
 def estimation_cost(policy, scorer, generated: list[list[int]], read: list[list[int]]
@@ -54,67 +55,90 @@ def estimation_cost(policy, scorer, generated: list[list[int]], read: list[list[
                               + flops.attention_flops_per_pair(scorer) * verifier_pairs)}
 
 
-def run(ctx) -> dict:
-  cfg = config_schema.build(DifficultyConfig, ctx.config.difficulty, "difficulty")
-  task = make_task(ctx.config.task)
-  questions = read_split(ctx.workdir, "test")[:ctx.config.search.num_questions]
-  small, large = load_policy(ctx.workdir), load_policy(ctx.workdir, "large")
-  prm = named_verifier(ctx.config, task, ctx.workdir, cfg.verifier, "difficulty.verifier")
-  k, q = cfg.samples, len(questions)
-  eos = task.vocab.eos_id
-
+def measure(ctx, cfg, task, questions, mine: range, small, large, prm) -> list[dict]:
+  """Per question of this process's share: pass@1 and the PRM's mean final reading over K
+  samples, the PRM's prompt reading, the 14x model's greedy answer, and what each cost."""
+  k, q, eos = cfg.samples, len(questions), task.vocab.eos_id
+  share = questions[mine.start:mine.stop]
   # Sample j of question i draws with fold_in(fold_in(key(seed), i), j): batching-independent.
   base = jax.random.key(cfg.seed)
   keys = jax.vmap(lambda i: jax.vmap(lambda j: jax.random.fold_in(
-      jax.random.fold_in(base, i), j))(jnp.arange(k)))(jnp.arange(q)).reshape(-1)
-  prompts = [x["prompt_ids"] for x in questions for _ in range(k)]
+      jax.random.fold_in(base, i), j))(jnp.arange(k)))(jnp.arange(mine.start, mine.stop))
+  prompts = [x["prompt_ids"] for x in share for _ in range(k)]
   sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-  samples = sample_questions(small, prompts, keys, sampling, task, cfg.batch_size,
+  samples = sample_questions(small, prompts, keys.reshape(-1), sampling, task, cfg.batch_size,
                              "difficulty/samples", ctx.is_main)
   texts = [task.vocab.decode(s) for s in samples]
-  correct = np.array([task.is_correct(t, questions[i // k]) for i, t in enumerate(texts)],
-                     bool).reshape(q, k)
+  correct = np.array([task.is_correct(t, share[i // k]) for i, t in enumerate(texts)],
+                     bool).reshape(len(share), k)
   # The PRM reads each sample where its text ends (a trailing eos is not read).
   read = [p + (s[:-1] if s and s[-1] == eos else s) for p, s in zip(prompts, samples)]
   scores = verifier.final_readings(prm, read, eos, task.vocab.pad_id,
-                                   cfg.batch_size).reshape(q, k).astype(np.float64)
+                                   cfg.batch_size).reshape(len(share), k).astype(np.float64)
   verifier.check_finite_readings(
-      scores, lambda at: f"sample {at[1]} of question {questions[at[0]]['id']!r}",
+      scores, lambda at: f"sample {at[1]} of question {share[at[0]]['id']!r}",
       f"search.verifiers.{cfg.verifier}")
 
   # One prefill per prompt, read after its last token (as the engine's score_prompts).
-  prompt_scores = verifier.final_readings(prm, [x["prompt_ids"] for x in questions], eos,
+  prompt_scores = verifier.final_readings(prm, [x["prompt_ids"] for x in share], eos,
                                           task.vocab.pad_id, min(cfg.batch_size, q))
   verifier.check_finite_readings(
-      prompt_scores, lambda at: f"the prompt of question {questions[at[0]]['id']!r}",
+      prompt_scores, lambda at: f"the prompt of question {share[at[0]]['id']!r}",
       f"search.verifiers.{cfg.verifier}")
 
-  greedy = sample_questions(large, [x["prompt_ids"] for x in questions],
-                            jax.random.split(jax.random.key(cfg.seed), q),
+  greedy_keys = jax.random.split(jax.random.key(cfg.seed), q)[mine.start:mine.stop]
+  greedy = sample_questions(large, [x["prompt_ids"] for x in share], greedy_keys,
                             SamplingConfig(temperature=0.0, max_new_tokens=cfg.max_new_tokens),
                             task, min(cfg.batch_size, q), "difficulty/large greedy", ctx.is_main)
 
   pass1 = difficulty.pass_at_1(correct)
   predicted = difficulty.mean_final_score(scores)
-  oracle_bins = difficulty.quantile_bins(pass1, cfg.num_bins)
-  predicted_bins = difficulty.quantile_bins(predicted, cfg.num_bins)
-  prompt_bins = difficulty.quantile_bins(prompt_scores, cfg.num_bins)
   n_large = large.cfg.num_params
   records = []
-  for i, x in enumerate(questions):
+  for i, x in enumerate(share):
     large_tokens = len(x["prompt_ids"]) + len(greedy[i])
     records.append({
         "id": x["id"], "difficulty": x["difficulty"],
         "pass1": round(float(pass1[i]), 6), "predicted_score": round(float(predicted[i]), 6),
         "prompt_score": round(float(prompt_scores[i]), 6),
-        "oracle_bin": int(oracle_bins[i]), "predicted_bin": int(predicted_bins[i]),
-        "prompt_bin": int(prompt_bins[i]),
         "large_greedy_correct": bool(task.is_correct(task.vocab.decode(greedy[i]), x)),
         "large_tokens": large_tokens, "large_flops": 2 * n_large * large_tokens,
         "estimation": estimation_cost(
             small.cfg, prm.cfg, [x["prompt_ids"] + s for s in samples[i * k:(i + 1) * k]],
             read[i * k:(i + 1) * k]),
         "prompt_estimation": estimation_cost(small.cfg, prm.cfg, [], [x["prompt_ids"]])})
+  return records
+
+
+def run(ctx) -> dict:
+  """Each process measures its share of the questions on its own devices (decode_mesh);
+  the bins are made over all of them."""
+  cfg = config_schema.build(DifficultyConfig, ctx.config.difficulty, "difficulty")
+  task = make_task(ctx.config.task)
+  questions = read_split(ctx.workdir, "test")[:ctx.config.search.num_questions]
+  sharding = decode_sharding(ctx.config.decode_mesh, ctx.config.logical_axis_rules)
+  small = load_policy(ctx.workdir, sharding=sharding)
+  large = load_policy(ctx.workdir, "large", sharding=sharding)
+  prm = named_verifier(ctx.config, task, ctx.workdir, cfg.verifier, "difficulty.verifier",
+                       sharding)
+  mine = hosts.share(len(questions))
+  directory = ctx.stage_dir("difficulty")
+  records = hosts.all_records(os.path.join(directory, "questions.jsonl"),
+                              measure(ctx, cfg, task, questions, mine, small, large, prm))
+  q = len(questions)
+  pass1 = np.array([r["pass1"] for r in records])
+  predicted = np.array([r["predicted_score"] for r in records])
+  prompt_scores = np.array([r["prompt_score"] for r in records])
+  oracle_bins = difficulty.quantile_bins(pass1, cfg.num_bins)
+  predicted_bins = difficulty.quantile_bins(predicted, cfg.num_bins)
+  prompt_bins = difficulty.quantile_bins(prompt_scores, cfg.num_bins)
+  order = list(records[0])
+  at = order.index("prompt_score") + 1  # the bins follow the scores they come from
+  order[at:at] = ["oracle_bin", "predicted_bin", "prompt_bin"]
+  records = [{key: {**r, "oracle_bin": int(o), "predicted_bin": int(p),
+                    "prompt_bin": int(b)}[key] for key in order}
+             for r, o, p, b in zip(records, oracle_bins, predicted_bins, prompt_bins)]
+  k = cfg.samples
   manifest = {
       "questions": q, "samples": k, "num_bins": cfg.num_bins, "verifier": cfg.verifier,
       "pass1": round(float(pass1.mean()), 4),
@@ -128,7 +152,6 @@ def run(ctx) -> dict:
                                                     for r in records])), 4),
       **{field: {key: sum(r[field][key] for r in records) for key in records[0][field]}
          for field in ("estimation", "prompt_estimation")}}
-  directory = ctx.stage_dir("difficulty")
   if ctx.is_main:
     write_jsonl_atomic(os.path.join(directory, "questions.jsonl"), records)
     write_json_atomic(os.path.join(directory, "manifest.json"), manifest)
