@@ -82,7 +82,8 @@ def compute_optimal(rows: list[dict], family: str, baseline: str, costs: dict, p
   _budget_axis(ax)
   ax.set_ylabel("accuracy (2-fold cross-validated)")
   ax.set_title(f"{family}: compute-optimal against {baseline}\n(bands: 95% intervals)")
-  ax.legend(fontsize=8)
+  fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=2, fontsize=8,
+             bbox_to_anchor=(0.5, 0.0))  # below the axes, off the bands
   _save(fig, path, dpi)
 
 
