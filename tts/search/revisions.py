@@ -74,7 +74,8 @@ def run_chains(model, vocab, prompts: list[list[int]], question_keys, lengths: l
     rows.sort(key=lambda r: (len(texts[r[:2]]), r))
     keys = chain_keys(question_keys, np.asarray(rows, np.int32))
     outs = sampler.sample_all(model.graphdef, model.params, [texts[r[:2]] for r in rows], keys,
-                              sampling, (vocab.eos_id,), vocab.pad_id, batch_size, multiple=64)
+                              sampling, (vocab.eos_id,), vocab.pad_id, batch_size, multiple=64,
+                              sharding=model.sharding)
     for (q, c, _), tokens in zip(rows, outs):
       chains[q][c].append(Answer(tokens, len(texts[(q, c)])))
     if progress is not None:

@@ -37,8 +37,8 @@ from tts.train.objectives import NextTokenLoss
 from tts.train.trainer import Trainer
 
 
-def load_revision_model(workdir: str):
-  return load_model(os.path.join(workdir, "revision", "final"))
+def load_revision_model(workdir: str, sharding=None):
+  return load_model(os.path.join(workdir, "revision", "final"), sharding)
 
 
 def sampling_config(cfg) -> SamplingConfig:
@@ -129,16 +129,22 @@ def run_train(ctx) -> dict:
           "val_losses": {str(h["step"]): round(h["val_loss"], 5) for h in history}}
 
 
+def chains_record(per_question: list[list[revisions.Answer]]) -> dict:
+  """One question's chains of answers (tokens, prompt length, score) as a JSON record."""
+  return {"chains": [[dataclasses.asdict(a) for a in chain] for chain in per_question]}
+
+
+def chains_from_record(record: dict) -> list[list[revisions.Answer]]:
+  return [[revisions.Answer(**a) for a in chain] for chain in record["chains"]]
+
+
 def save_chains(path: str, chains: list[list[list[revisions.Answer]]]):
-  """One JSON line per question: its chains of answers (tokens, prompt length, score)."""
-  write_jsonl_atomic(path, ({"chains": [[dataclasses.asdict(a) for a in chain]
-                                        for chain in per_question]}
-                            for per_question in chains))
+  """One JSON line per question: its chains (chains_record)."""
+  write_jsonl_atomic(path, map(chains_record, chains))
 
 
 def load_chains(path: str) -> list[list[list[revisions.Answer]]]:
-  return [[[revisions.Answer(**a) for a in chain] for chain in r["chains"]]
-          for r in read_jsonl(path)]
+  return [chains_from_record(r) for r in read_jsonl(path)]
 
 
 def chains_once(path: str, make, is_main: bool):

@@ -12,12 +12,15 @@ import os
 
 from tqdm import tqdm
 
+from tts import hosts
 from tts.atomic_files import write_json_atomic, write_jsonl_atomic
 from tts.data.tasks import make_task
+from tts.model.sharding import decode_sharding
 from tts.search import revision_results, revisions
 from tts.search.results import summarize
 from tts.stages.data import read_split
-from tts.stages.revision import chains_once, load_revision_model, sampling_config
+from tts.stages.revision import (chains_from_record, chains_once, chains_record,
+                                 load_revision_model, sampling_config)
 from tts.stages.search import load_verifier, question_keys
 from tts.stages.select import read_difficulty
 from tts.train.checkpoints import load_model_config
@@ -31,19 +34,27 @@ def difficulty_bins(workdir: str) -> dict[str, int] | None:
 
 
 def _make_chains(ctx, task, questions):
+  """Every question's chains, scored by the revision ORM. Each process makes those of its
+  share of the questions on its own devices (decode_mesh); all get every question's."""
   cfg = ctx.config
   r, s = cfg.revision_search, cfg.revision_sampling
-  model = load_revision_model(ctx.workdir)
+  sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)
+  model = load_revision_model(ctx.workdir, sharding)
   lengths = revisions.chain_lengths(r.budgets, r.full_chains)
-  prompts = [q["prompt_ids"] for q in questions]
+  mine = hosts.share(len(questions))
+  prompts = [q["prompt_ids"] for q in questions[mine.start:mine.stop]]
+  keys = question_keys(r.seed, questions)[mine.start:mine.stop]
   bar = tqdm(total=max(lengths), desc="revision chains", disable=not ctx.is_main)
-  chains = revisions.run_chains(model, task.vocab, prompts, question_keys(r.seed, questions),
-                                lengths, sampling_config(cfg), s.window, s.rows_per_batch,
+  chains = revisions.run_chains(model, task.vocab, prompts, keys, lengths, sampling_config(cfg),
+                                s.window, s.rows_per_batch,
                                 progress=lambda done, _: bar.update(done - bar.n))
   bar.close()
-  orm = load_verifier(ctx.workdir, "revision_orm/final", "revision_search (revision_orm)")
+  orm = load_verifier(ctx.workdir, "revision_orm/final", "revision_search (revision_orm)",
+                      sharding=sharding)
   revisions.score_chains(orm, task.vocab, prompts, chains, s.window, s.rows_per_batch)
-  return chains
+  path = os.path.join(ctx.stage_dir("revision_search"), "chains.jsonl")
+  return [chains_from_record(x)
+          for x in hosts.all_records(path, [chains_record(c) for c in chains])]
 
 
 def run(ctx) -> dict:
