@@ -6,7 +6,7 @@ import numpy as np
 from flax import nnx
 
 from tts.model import LoadedModel, ModelConfig, Transformer
-from tts.search import sampler, tree, verifier
+from tts.search import tree, verifier
 from tts.search.sampler import SamplingConfig
 
 VOCAB, EOS, NEWLINE, PAD = 8, 1, 3, 0  # a small vocabulary: steps and solutions end often

@@ -2,7 +2,6 @@
 seeded, paired (one draw of questions for every method and budget), and the vectorised
 efficiency-ratio search it feeds."""
 import numpy as np
-import pytest
 
 from tts.scaling import bootstrap, selection
 

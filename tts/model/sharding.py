@@ -16,23 +16,25 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
-def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """mesh_cfg has one size per axis in MESH_AXES; one size may be -1 (all remaining devices)."""
+def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None,
+              field: str = "mesh") -> Mesh:
+  """mesh_cfg has one size per axis in MESH_AXES; one size may be -1 (all remaining devices).
+  field: the config section it came from, for the error."""
   devices = list(jax.devices() if devices is None else devices)
   sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
   if sizes.count(-1) > 1:
-    raise ValueError(f"mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+    raise ValueError(f"{field}: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
   given = dict(zip(MESH_AXES, sizes))
   if any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"mesh {given}: every axis needs a size >= 1 (or -1: all remaining)")
+    raise ValueError(f"{field} {given}: every axis needs a size >= 1 (or -1: all remaining)")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) != len(devices) or 0 in sizes:
     hint = (f"the axes other than the -1 one multiply to {known}, which must divide "
             f"{len(devices)}" if -1 in given.values()
-            else "set --config.mesh.data=-1 to use all of them")
-    raise ValueError(f"mesh {given} does not fit the {len(devices)} visible devices; {hint}")
+            else f"set --config.{field}.data=-1 to use all of them")
+    raise ValueError(f"{field} {given} does not fit the {len(devices)} visible devices; {hint}")
   return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
@@ -99,7 +101,7 @@ class DecodeSharding:
 def decode_sharding(mesh_cfg, rules) -> DecodeSharding:
   """The config's mesh over this host's devices (jax.local_devices()), for decoding."""
   try:
-    mesh = make_mesh(mesh_cfg, jax.local_devices())
+    mesh = make_mesh(mesh_cfg, jax.local_devices(), "decode_mesh")
   except ValueError as e:
     raise ValueError(f"{e} (test-time stages use this host's {jax.local_device_count()} "
                      "devices; hosts split the questions)") from None

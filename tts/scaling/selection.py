@@ -9,7 +9,6 @@ measured on the other fold, and the other way round; each question is thus score
 setting chosen without it.
 """
 import dataclasses
-import math
 
 import numpy as np
 

@@ -110,13 +110,20 @@ def measure(ctx, cfg, task, questions, mine: range, small, large, prm) -> list[d
   return records
 
 
+def _with_bins(record: dict, **bins) -> dict:
+  """The record with its bins right after the scores they come from (the file's layout)."""
+  items = list(record.items())
+  at = [key for key, _ in items].index("prompt_score") + 1
+  return dict(items[:at] + list(bins.items()) + items[at:])
+
+
 def run(ctx) -> dict:
   """Each process measures its share of the questions on its own devices (decode_mesh);
   the bins are made over all of them."""
   cfg = config_schema.build(DifficultyConfig, ctx.config.difficulty, "difficulty")
+  sharding = decode_sharding(ctx.config.decode_mesh, ctx.config.logical_axis_rules)
   task = make_task(ctx.config.task)
   questions = read_split(ctx.workdir, "test")[:ctx.config.search.num_questions]
-  sharding = decode_sharding(ctx.config.decode_mesh, ctx.config.logical_axis_rules)
   small = load_policy(ctx.workdir, sharding=sharding)
   large = load_policy(ctx.workdir, "large", sharding=sharding)
   prm = named_verifier(ctx.config, task, ctx.workdir, cfg.verifier, "difficulty.verifier",
@@ -132,11 +139,7 @@ def run(ctx) -> dict:
   oracle_bins = difficulty.quantile_bins(pass1, cfg.num_bins)
   predicted_bins = difficulty.quantile_bins(predicted, cfg.num_bins)
   prompt_bins = difficulty.quantile_bins(prompt_scores, cfg.num_bins)
-  order = list(records[0])
-  at = order.index("prompt_score") + 1  # the bins follow the scores they come from
-  order[at:at] = ["oracle_bin", "predicted_bin", "prompt_bin"]
-  records = [{key: {**r, "oracle_bin": int(o), "predicted_bin": int(p),
-                    "prompt_bin": int(b)}[key] for key in order}
+  records = [_with_bins(r, oracle_bin=int(o), predicted_bin=int(p), prompt_bin=int(b))
              for r, o, p, b in zip(records, oracle_bins, predicted_bins, prompt_bins)]
   k = cfg.samples
   manifest = {

@@ -128,9 +128,9 @@ def run(ctx) -> dict:
   its own devices (the config's mesh over them), and the shares are joined per file."""
   cfg = ctx.config
   s = cfg.search
+  sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)  # a bad mesh: say first
   task = make_task(cfg.task)
   questions = read_split(ctx.workdir, "test")[:s.num_questions]
-  sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)
   policy = load_policy(ctx.workdir, sharding=sharding)
   decoders = {}
   mine = hosts.share(len(questions))
