@@ -20,7 +20,7 @@ from tts.search.sampler import SamplingConfig, pad_prompts
 from tts.search.verifier import KINDS, STEP_AGGREGATIONS, check_finite_readings
 from tts.stages.data import read_split
 from tts.stages.policy import load_policy
-from tts.train.checkpoints import load_model
+from tts.train.checkpoints import is_saved_model, load_model
 
 
 def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None,
@@ -30,8 +30,7 @@ def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None,
   with its value_head.safetensors or, given prm_token_ids=(good, bad), as a causal-LM PRM
   (the convention in tts/interop/hf_import.py)."""
   directory = os.path.join(workdir, path)
-  if os.path.exists(os.path.join(directory, "model.json")) or not os.path.exists(
-      os.path.join(directory, "config.json")):
+  if is_saved_model(directory):
     model = load_model(directory, sharding)
   else:
     from tts.interop.hf_import import load_hf_model  # the `hf` extra (safetensors)

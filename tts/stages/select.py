@@ -19,7 +19,7 @@ from tts.atomic_files import read_jsonl, write_json_atomic
 from tts.scaling import bootstrap, comparisons, difficulty, flops
 from tts.scaling.config import BIN_ESTIMATION, BIN_KINDS, BIN_SCORES, SelectConfig
 from tts.scaling.selection import Setting, two_folds
-from tts.train.checkpoints import load_model_config
+from tts.train.checkpoints import is_saved_model, load_model_config
 
 FAMILIES = {"search": "search", "revisions": "revision_search"}  # name -> stage folder
 SETTING_FIELDS = ("kind", "beam_width", "lookahead", "chains", "chain_length", "verifier")
@@ -111,11 +111,10 @@ def test_time_models(ctx, family: str) -> tuple:
 
 def model_config(directory: str):
   """One of ours (model.json) or an imported Hugging Face checkpoint (config.json)."""
-  if os.path.exists(os.path.join(directory, "config.json")) and not os.path.exists(
-      os.path.join(directory, "model.json")):
-    from tts.interop.hf_import import read_model_config  # the `hf` extra
-    return read_model_config(directory)
-  return load_model_config(directory)
+  if is_saved_model(directory):
+    return load_model_config(directory)
+  from tts.interop.hf_import import read_model_config  # the `hf` extra
+  return read_model_config(directory)
 
 
 def to_setting(method: str, n: int, records: list[dict], rule: str, path: str,

@@ -109,6 +109,14 @@ def save_params(directory: str, params, model_cfg: ModelConfig):
     write_json_atomic(os.path.join(directory, "model.json"), dataclasses.asdict(model_cfg))
 
 
+def is_saved_model(directory: str) -> bool:
+  """One of our saved models (model.json; an imported one may keep the checkpoint's
+  config.json beside it), or anything but a Hugging Face checkpoint directory (config.json
+  alone), whose loading then names what is missing."""
+  return (os.path.exists(os.path.join(directory, "model.json"))
+          or not os.path.exists(os.path.join(directory, "config.json")))
+
+
 def load_model_config(directory: str) -> ModelConfig:
   path = os.path.join(directory, "model.json")
   if not os.path.exists(path):
