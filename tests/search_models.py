@@ -115,6 +115,9 @@ class Spy:
     self._reset_round(len(rows))
     return self.engine.reorder(state, rows)
 
+  def fork(self, state):
+    return self.engine.fork(state)
+
 
 def step_end_readings(model: LoadedModel, prompt: list[int], tokens: list[int], step_end_ids,
                       eos_id: int) -> list[float]:

@@ -22,6 +22,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
@@ -102,10 +103,11 @@ class SafetensorFiles:
   def shape(self, name: str) -> tuple[int, ...]:
     return tuple(self._file(name).get_slice(name).get_shape())
 
-  def read(self, name: str, index=()) -> np.ndarray:
-    """float32 block `index` (a tuple of slices) of tensor `name`; the whole tensor by default."""
+  def read(self, name: str, index=(), dtype=np.float32) -> np.ndarray:
+    """Block `index` (a tuple of slices) of tensor `name` as `dtype`; the whole tensor by
+    default."""
     part = self._file(name).get_slice(name)
-    return np.asarray(part[index] if index else part[:], np.float32)
+    return np.asarray(part[index] if index else part[:], dtype)
 
 
 def check_tensors(files: SafetensorFiles, cfg: ModelConfig):
@@ -167,12 +169,17 @@ def value_head_arrays(files: SafetensorFiles, cfg: ModelConfig, prm_token_ids=No
   return (good - bad)[:, None], np.zeros((1,), np.float32)
 
 
-def load_hf_model(directory: str, mesh=None, rules=(), prm_token_ids=None) -> LoadedModel:
+def load_hf_model(directory: str, mesh=None, rules=(), prm_token_ids=None, precision=None,
+                  field: str = "") -> LoadedModel:
   """The checkpoint in `directory` as a LoadedModel, each parameter sharded over `mesh` by
   `rules` (default: this process's first device). prm_token_ids: (good, bad) ids for a
-  Math-Shepherd-style PRM (see the module docstring)."""
+  Math-Shepherd-style PRM (see the module docstring). precision: a config section whose
+  param_dtype / dtype / cache_dtype, where set, replace the checkpoint's own (a bfloat16
+  checkpoint stays bfloat16 otherwise); field names that section, for the error."""
   files = SafetensorFiles(directory)
   cfg = read_model_config(directory)
+  if precision:
+    cfg = cfg.with_precision(precision, field)
   check_tensors(files, cfg)
   head = value_head_arrays(files, cfg, prm_token_ids)
   if head is not None:
@@ -183,17 +190,17 @@ def load_hf_model(directory: str, mesh=None, rules=(), prm_token_ids=None) -> Lo
     shardings = jax.tree.map(lambda _: device, nnx.to_pure_dict(abstract))
   else:
     shardings = param_shardings(abstract, mesh, rules)
-  params = {}
+  params, dtype = {}, jnp.dtype(cfg.param_dtype)
   for m in tensor_maps(cfg):
     sharding = shardings
     for key in m.ours:
       sharding = sharding[key]
-    read_rows = lambda index, name=m.hf_name: files.read(name, index)
+    read_rows = lambda index, name=m.hf_name: files.read(name, index, dtype)
     _set(params, m.ours, jax.make_array_from_callback(
         m.shape, sharding, lambda index, m=m, read_rows=read_rows: m.read(read_rows, index)))
   if head is not None:
     for name, value in zip(("value_w", "value_b"), head):
-      params[name] = jax.make_array_from_callback(value.shape, shardings[name],
-                                                  lambda index, v=value: v[index])
+      params[name] = jax.make_array_from_callback(
+          value.shape, shardings[name], lambda index, v=value.astype(dtype): v[index])
   return LoadedModel.create(cfg, params,
                             None if mesh is None else DecodeSharding.create(mesh, rules))

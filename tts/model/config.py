@@ -2,6 +2,9 @@
 import dataclasses
 from typing import ClassVar
 
+DTYPES = ("float32", "bfloat16")
+DTYPE_FIELDS = ("param_dtype", "dtype", "cache_dtype")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -19,7 +22,13 @@ class ModelConfig:
   attention_bias: bool = False
   value_head: bool = False
   dropout: float = 0.0
-  dtype: str = "float32"  # activations; params stay float32
+  # Precision. param_dtype: the weights as decoded, saved and loaded (training keeps float32
+  # master weights whatever it says); dtype: compute (activations, matmul inputs; logits and
+  # softmax stay float32); cache_dtype: the KV cache, "" = dtype. bfloat16 halves weights and
+  # cache (TPU); greedy tokens then differ from float32 in places (tests/test_model_decode.py).
+  param_dtype: str = "float32"
+  dtype: str = "float32"
+  cache_dtype: str = ""
   # Longest sequence the model is meant for: an imported checkpoint's max_position_embeddings;
   # 0 for ours (RoPE has no position table; `tts export --max_positions` sets the limit).
   max_positions: int = 0
@@ -28,6 +37,11 @@ class ModelConfig:
                                          "num_kv_heads", "d_ff")
 
   def __post_init__(self):
+    for name in DTYPE_FIELDS:
+      value = getattr(self, name)
+      if value not in DTYPES and not (name == "cache_dtype" and value == ""):
+        raise ValueError(f"model {name}={value!r} is not a supported dtype; use one of "
+                         f"{', '.join(DTYPES)}")
     if not self.head_dim:
       object.__setattr__(self, "head_dim", self.d_model // self.num_heads)
     if self.head_dim % 2:
@@ -38,6 +52,20 @@ class ModelConfig:
       raise ValueError(
           f"model.num_heads={self.num_heads} is not a multiple of "
           f"model.num_kv_heads={self.num_kv_heads}; pick num_kv_heads dividing num_heads")
+
+  @property
+  def kv_dtype(self) -> str:
+    """The KV cache's dtype: cache_dtype, or the compute dtype when that is empty."""
+    return self.cache_dtype or self.dtype
+
+  def with_precision(self, overrides, field: str) -> "ModelConfig":
+    """This config with the DTYPE_FIELDS that `overrides` (a config section) sets to a
+    non-empty value; field names the section, for the error."""
+    given = {k: overrides[k] for k in DTYPE_FIELDS if overrides.get(k)}
+    try:
+      return dataclasses.replace(self, **given)
+    except ValueError as e:
+      raise ValueError(f"{field}: {e}") from None
 
   @property
   def num_params(self) -> int:

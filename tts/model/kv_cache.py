@@ -1,8 +1,8 @@
 """The decoding cache: a plain pytree, one slab per layer, each row with its own length.
 
-Layout: keys/values are tuples of L arrays float[B, KV, S, Dh] (head-major, so attention
-reads each head's keys contiguously); lengths int32[B] counts the valid positions of each
-row. Separate slabs per layer, not one stacked array: a decode step then updates each
+Layout: keys/values are tuples of L arrays [B, KV, S, Dh] in cfg.kv_dtype (head-major,
+so attention reads each head's keys contiguously); lengths int32[B] counts the valid
+positions of each row. Separate slabs per layer, not one stacked array: a decode step then updates each
 slab in place, where restacking would copy the whole cache every token. Rows are
 independent, so a search can reorder them with `gather_rows` after beam selection instead
 of recomputing prefixes.
@@ -29,7 +29,8 @@ class KVCache:
 def init_cache(cfg: ModelConfig, batch: int, max_len: int,
                sharding: DecodeSharding | None = None) -> KVCache:
   shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
-  zeros = lambda: tuple(jnp.zeros(shape, jnp.dtype(cfg.dtype)) for _ in range(cfg.num_layers))
+  zeros = lambda: tuple(jnp.zeros(shape, jnp.dtype(cfg.kv_dtype))
+                        for _ in range(cfg.num_layers))
   return shard_cache(KVCache(zeros(), zeros(), jnp.zeros((batch,), jnp.int32)), sharding)
 
 

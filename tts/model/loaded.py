@@ -1,6 +1,8 @@
 """A model ready for the jitted decode functions: static graphdef, params pytree, config."""
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from tts.model.config import ModelConfig
@@ -11,12 +13,15 @@ from tts.model.transformer import Transformer
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
   graphdef: nnx.GraphDef
-  params: dict
+  params: dict  # in cfg.param_dtype
   cfg: ModelConfig
   sharding: DecodeSharding | None = None  # the mesh its params and caches live on
 
   @classmethod
   def create(cls, cfg: ModelConfig, params,
              sharding: DecodeSharding | None = None) -> "LoadedModel":
+    """params in any float dtype (a trainer's float32 masters) are stored as cfg.param_dtype."""
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
+    dtype = jnp.dtype(cfg.param_dtype)
+    params = jax.tree.map(lambda p: p if p.dtype == dtype else p.astype(dtype), params)
     return cls(graphdef, params, cfg, sharding)

@@ -14,8 +14,9 @@ from tts.model.config import ModelConfig
 from tts.model.kv_cache import KVCache, write_rows
 
 
-def _param(rngs: nnx.Rngs, init, shape, axes):
-  return nnx.Param(init(rngs.params(), shape, jnp.float32), logical_axes=axes)
+def _param(cfg: ModelConfig, rngs: nnx.Rngs, init, shape, axes):
+  """A weight stored in cfg.param_dtype (the one place parameters get their dtype)."""
+  return nnx.Param(init(rngs.params(), shape, jnp.dtype(cfg.param_dtype)), logical_axes=axes)
 
 
 def _dropout(x, rate: float, key):
@@ -36,9 +37,9 @@ def rotary(x, positions, theta: float):
 
 
 class RMSNorm(nnx.Module):
-  def __init__(self, dim: int, eps: float, rngs: nnx.Rngs):
-    self.scale = _param(rngs, nnx.initializers.ones, (dim,), ("norm",))
-    self.eps = eps
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.scale = _param(cfg, rngs, nnx.initializers.ones, (cfg.d_model,), ("norm",))
+    self.eps = cfg.norm_eps
 
   def __call__(self, x):
     x32 = x.astype(jnp.float32)
@@ -52,16 +53,16 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     d, h, kv, dh = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     init = nnx.initializers.normal(d ** -0.5)
-    self.q = _param(rngs, init, (d, h, dh), ("embed", "heads", "head_dim"))
-    self.k = _param(rngs, init, (d, kv, dh), ("embed", "kv_heads", "head_dim"))
-    self.v = _param(rngs, init, (d, kv, dh), ("embed", "kv_heads", "head_dim"))
-    self.o = _param(rngs, nnx.initializers.normal((h * dh) ** -0.5), (h, dh, d),
+    self.q = _param(cfg, rngs, init, (d, h, dh), ("embed", "heads", "head_dim"))
+    self.k = _param(cfg, rngs, init, (d, kv, dh), ("embed", "kv_heads", "head_dim"))
+    self.v = _param(cfg, rngs, init, (d, kv, dh), ("embed", "kv_heads", "head_dim"))
+    self.o = _param(cfg, rngs, nnx.initializers.normal((h * dh) ** -0.5), (h, dh, d),
                     ("heads", "head_dim", "embed"))
     if cfg.attention_bias:
       zeros = nnx.initializers.zeros
-      self.q_bias = _param(rngs, zeros, (h, dh), ("heads", "head_dim"))
-      self.k_bias = _param(rngs, zeros, (kv, dh), ("kv_heads", "head_dim"))
-      self.v_bias = _param(rngs, zeros, (kv, dh), ("kv_heads", "head_dim"))
+      self.q_bias = _param(cfg, rngs, zeros, (h, dh), ("heads", "head_dim"))
+      self.k_bias = _param(cfg, rngs, zeros, (kv, dh), ("kv_heads", "head_dim"))
+      self.v_bias = _param(cfg, rngs, zeros, (kv, dh), ("kv_heads", "head_dim"))
     self.cfg = cfg
 
   def __call__(self, x, positions, layer_cache=None, segment_ids=None):
@@ -111,10 +112,10 @@ class Attention(nnx.Module):
 class MLP(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     init = nnx.initializers.normal(cfg.d_model ** -0.5)
-    self.gate = _param(rngs, init, (cfg.d_model, cfg.d_ff), ("embed", "mlp"))
-    self.up = _param(rngs, init, (cfg.d_model, cfg.d_ff), ("embed", "mlp"))
-    self.down = _param(rngs, nnx.initializers.normal(cfg.d_ff ** -0.5), (cfg.d_ff, cfg.d_model),
-                       ("mlp", "embed"))
+    self.gate = _param(cfg, rngs, init, (cfg.d_model, cfg.d_ff), ("embed", "mlp"))
+    self.up = _param(cfg, rngs, init, (cfg.d_model, cfg.d_ff), ("embed", "mlp"))
+    self.down = _param(cfg, rngs, nnx.initializers.normal(cfg.d_ff ** -0.5),
+                       (cfg.d_ff, cfg.d_model), ("mlp", "embed"))
 
   def __call__(self, x):
     shape = x.shape
@@ -126,9 +127,9 @@ class MLP(nnx.Module):
 
 class Block(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs)
+    self.attn_norm = RMSNorm(cfg, rngs)
     self.attn = Attention(cfg, rngs)
-    self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs)
+    self.mlp_norm = RMSNorm(cfg, rngs)
     self.mlp = MLP(cfg, rngs)
     self.dropout = cfg.dropout
 
@@ -152,32 +153,42 @@ class Transformer(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.embed = _param(rngs, nnx.initializers.normal(cfg.d_model ** -0.5), (cfg.vocab_size, cfg.d_model),
-                        ("vocab", "embed"))
+    self.embed = _param(cfg, rngs, nnx.initializers.normal(cfg.d_model ** -0.5),
+                        (cfg.vocab_size, cfg.d_model), ("vocab", "embed"))
     self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.num_layers)])
-    self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, rngs)
+    self.final_norm = RMSNorm(cfg, rngs)
     if not cfg.tie_embeddings:
-      self.lm_head = _param(rngs, nnx.initializers.normal(cfg.d_model ** -0.5),
+      self.lm_head = _param(cfg, rngs, nnx.initializers.normal(cfg.d_model ** -0.5),
                             (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
     if cfg.value_head:
-      self.value_w = _param(rngs, nnx.initializers.zeros, (cfg.d_model, 1), ("embed", None))
-      self.value_b = _param(rngs, nnx.initializers.zeros, (1,), (None,))
+      self.value_w = _param(cfg, rngs, nnx.initializers.zeros, (cfg.d_model, 1),
+                            ("embed", None))
+      self.value_b = _param(cfg, rngs, nnx.initializers.zeros, (1,), (None,))
 
   def __call__(self, tokens, cache: KVCache | None = None, num_new=None, dropout_key=None,
                positions=None, segment_ids=None) -> Output:
-    """tokens: int32[B, T]; num_new: int32[B], how many of the T tokens are real per row
+    """Logits (and value-head readings) at every one of the T positions: training. Decoding
+    reads a few positions of [B, T, vocab], so it calls `hidden` and reads those itself."""
+    hidden, cache = self.hidden(tokens, cache, num_new, dropout_key, positions, segment_ids)
+    values = self.values(hidden) if self.cfg.value_head else None
+    return Output(self.logits(hidden), values, cache)
+
+  def hidden(self, tokens, cache: KVCache | None = None, num_new=None, dropout_key=None,
+             positions=None, segment_ids=None) -> tuple[jax.Array, KVCache | None]:
+    """The final-normed hidden states [B, T, D] and the grown cache (None without one).
+
+    tokens: int32[B, T]; num_new: int32[B], how many of the T tokens are real per row
     (right padding during a ragged prefill), default T; dropout_key: None for inference.
     positions / segment_ids: int32[B, T] for packed training rows (several sequences per
     row, positions restarting at 0 in each); only without a cache."""
     cfg = self.cfg
-    dtype = jnp.dtype(cfg.dtype)
     b, t = tokens.shape
     if positions is None:
       start = jnp.zeros((b,), jnp.int32) if cache is None else cache.lengths
       positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
     elif cache is not None:
       raise ValueError("positions are given by the cache when decoding; pass one or the other")
-    x = self.embed[...][tokens].astype(dtype)
+    x = self.embed[...][tokens].astype(jnp.dtype(cfg.dtype))
     new_keys, new_values = [], []
     for i, block in enumerate(self.blocks):
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
@@ -185,14 +196,20 @@ class Transformer(nnx.Module):
       x, (k, v) = block(x, positions, layer_cache, key, segment_ids)
       new_keys.append(k)
       new_values.append(v)
-    x = self.final_norm(x).reshape(b * t, -1)
-    head = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
-    logits = (x @ head.astype(dtype)).astype(jnp.float32).reshape(b, t, -1)
-    values = None
-    if cfg.value_head:
-      values = (x @ self.value_w[...].astype(dtype))[:, 0].astype(jnp.float32).reshape(b, t)
-      values = values + self.value_b[...][0]
     if cache is not None:
       grown = t if num_new is None else num_new
       cache = KVCache(tuple(new_keys), tuple(new_values), cache.lengths + grown)
-    return Output(logits, values, cache)
+    return self.final_norm(x), cache
+
+  def logits(self, hidden):
+    """float32[..., V] next-token logits from hidden states [..., D]."""
+    head = self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    return (flat @ head.astype(hidden.dtype)).astype(jnp.float32).reshape(
+        *hidden.shape[:-1], -1)
+
+  def values(self, hidden):
+    """float32[...] value-head logits from hidden states [..., D] (verifiers only)."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    out = (flat @ self.value_w[...].astype(hidden.dtype))[:, 0].astype(jnp.float32)
+    return out.reshape(hidden.shape[:-1]) + self.value_b[...][0].astype(jnp.float32)

@@ -6,6 +6,11 @@ one-token steps against the KV cache until each stops (end of a step, end of the
 or a length cap); `reorder` gathers cache rows, so candidates share their prompt's prefill
 and beams keep their prefix without recomputing it. `sample` is prefill + one decode.
 Tree searches (search/tree.py) call decode once per step from a Python loop.
+
+Memory. Prefill computes logits only where they are read (each row's last prompt token),
+never [B, T, vocab]. decode, grow and a same-size reorder consume the state they are given
+(its buffers are donated to the result or deleted as they are replaced): the caller keeps
+only what they return, and the cache is never held twice.
 """
 import dataclasses
 import functools
@@ -92,20 +97,55 @@ def prefill(graphdef, params, prompts, prompt_lengths, capacity: int,
   sharding: the decode mesh its rows (and KV heads) are split over, if any."""
   model = nnx.merge(graphdef, params)
   cache = init_cache(model.cfg, prompts.shape[0], capacity, sharding)
-  out = model(prompts, cache, num_new=prompt_lengths)
-  last = jnp.take_along_axis(out.logits, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
-  return _shard_state(DecodeState(out.cache, last.astype(jnp.float32), prompt_lengths),
-                      sharding)
+  hidden, cache = model.hidden(prompts, cache, num_new=prompt_lengths)
+  last = jnp.take_along_axis(hidden, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
+  return _shard_state(DecodeState(cache, model.logits(last), prompt_lengths), sharding)
+
+
+def _cache_of(state: DecodeState | KVCache) -> KVCache:
+  return state if isinstance(state, KVCache) else state.cache
+
+
+def _pin(state: DecodeState | KVCache, sharding: DecodeSharding | None):
+  return (shard_cache(state, sharding) if isinstance(state, KVCache)
+          else _shard_state(state, sharding))
 
 
 @functools.partial(jax.jit, static_argnames=("sharding",))
-def reorder(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None = None):
-  """Row i of the result is row rows[i]: fan a prompt out to its candidates, or keep the
-  beams a search selected. Takes a DecodeState or a bare KVCache (a verifier's)."""
+def _gather(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None = None):
+  """Row i of the result is row rows[i], in new buffers (any number of rows)."""
   if isinstance(state, KVCache):
     return shard_cache(gather_rows(state, rows), sharding)
   return _shard_state(DecodeState(gather_rows(state.cache, rows), state.logits[rows],
                                   state.prompt_lengths[rows]), sharding)
+
+
+@functools.partial(jax.jit, static_argnames=("sharding",), donate_argnames=("state",))
+def _move_rows(state: DecodeState | KVCache, dst, src, sharding: DecodeSharding | None = None):
+  """Row dst[j] becomes row src[j], in place; a dst past the last row is dropped (padding)."""
+  move = lambda x: x.at[dst].set(x[src], mode="drop")
+  return _pin(jax.tree.map(move, state), sharding)
+
+
+def reorder(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None = None):
+  """Row i of the result is row rows[i]: fan a prompt out to its candidates, or keep the
+  beams a search selected. Takes a DecodeState or a bare KVCache (a verifier's).
+
+  Keeping the row count, it consumes `state`: only the rows that move are copied, in place
+  (none for best-of-N, whose rows never move: `state` itself comes back). The moved rows
+  are padded to a power of two, so few shapes compile. A fan-out gathers into new buffers
+  and leaves `state` to the caller."""
+  rows = np.asarray(rows, np.int32)
+  n = _cache_of(state).lengths.shape[0]
+  if len(rows) != n:
+    return _gather(state, rows, sharding)
+  moved = np.flatnonzero(rows != np.arange(n))
+  if not len(moved):
+    return state
+  width = min(n, 1 << (len(moved) - 1).bit_length())
+  dst, src = np.full(width, n, np.int32), np.zeros(width, np.int32)
+  dst[:len(moved)], src[:len(moved)] = moved, rows[moved]
+  return _move_rows(state, dst, src, sharding)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "capacity"))
@@ -116,30 +156,44 @@ def prefill_branches(graphdef, params, seqs, seq_lengths, rows, cuts, prompt_len
   branches off that one cache: positions past a cut are hidden by the row's length and
   overwritten as it decodes. prompt_lengths: int32[S], for the length cap."""
   model = nnx.merge(graphdef, params)
-  out = model(seqs, init_cache(model.cfg, seqs.shape[0], capacity), num_new=seq_lengths)
-  cache = gather_rows(out.cache, rows).replace(lengths=cuts)
-  logits = out.logits[rows, cuts - 1].astype(jnp.float32)
-  return DecodeState(cache, logits, prompt_lengths[rows])
+  hidden, cache = model.hidden(seqs, init_cache(model.cfg, seqs.shape[0], capacity),
+                               num_new=seq_lengths)
+  cache = gather_rows(cache, rows).replace(lengths=cuts)
+  return DecodeState(cache, model.logits(hidden[rows, cuts - 1]), prompt_lengths[rows])
 
 
 @functools.partial(jax.jit, static_argnames=("capacity", "sharding"))
+def _grow_slab(slab, capacity: int, sharding: DecodeSharding | None = None):
+  grown = jnp.pad(slab, ((0, 0), (0, 0), (0, capacity - slab.shape[2]), (0, 0)))
+  return grown if sharding is None else constrain(grown, sharding.cache(grown.shape))
+
+
 def grow(state: DecodeState | KVCache, capacity: int, sharding: DecodeSharding | None = None):
   """The same state in a cache of `capacity` slots. Attention reads every slot each token,
-  so searches start small and grow as their candidates lengthen."""
-  cache = state if isinstance(state, KVCache) else state.cache
-  pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, capacity - x.shape[2]), (0, 0)))
-  cache = shard_cache(KVCache(tuple(map(pad, cache.keys)), tuple(map(pad, cache.values)),
-                              cache.lengths), sharding)
+  so searches start small and grow as their candidates lengthen.
+
+  Consumes `state`: a larger slab cannot reuse the old one's buffer (no donation across
+  shapes), so the slabs are grown one layer at a time, each old one deleted once its copy
+  is made: growing needs one slab of headroom, not a second cache."""
+  cache = _cache_of(state)
+  def grown(slabs):
+    out = []
+    for slab in slabs:
+      out.append(_grow_slab(slab, capacity, sharding))
+      slab.delete()
+    return tuple(out)
+  cache = KVCache(grown(cache.keys), grown(cache.values), cache.lengths)
   return cache if isinstance(state, KVCache) else state._replace(cache=cache)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "stop_ids", "max_tokens",
-                                             "sharding"))
+                                             "sharding"), donate_argnames=("state",))
 def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig,
            stop_ids: tuple[int, ...], max_tokens: int,
            sharding: DecodeSharding | None = None) -> tuple[DecodeState, Step]:
   """Extends every live row until it emits one of `stop_ids` (a step end or the end of the
-  solution), has added `max_tokens` tokens, or holds cfg.max_new_tokens in all.
+  solution), has added `max_tokens` tokens, or holds cfg.max_new_tokens in all. Consumes
+  `state`: its buffers become the returned state's.
 
   The token at absolute position p of row b is drawn with fold_in(keys[b], p): a row's
   tokens depend on its key and prefix only, not on its batch or on how decoding was split
@@ -161,10 +215,10 @@ def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=1)[:, 0]
     tokens = tokens.at[:, t].set(token)
     log_probs = log_probs.at[:, t].set(jnp.where(done, 0.0, log_prob))
-    out = model(token[:, None], cache, num_new=(~done).astype(jnp.int32))
-    logits = jnp.where(done[:, None], logits, out.logits[:, 0].astype(jnp.float32))
-    done = done | jnp.isin(token, stop_ids) | (out.cache.lengths >= limit)
-    return t + 1, logits, shard_cache(out.cache, sharding), tokens, log_probs, done
+    hidden, cache = model.hidden(token[:, None], cache, num_new=(~done).astype(jnp.int32))
+    logits = jnp.where(done[:, None], logits, model.logits(hidden[:, 0]))
+    done = done | jnp.isin(token, stop_ids) | (cache.lengths >= limit)
+    return t + 1, logits, shard_cache(cache, sharding), tokens, log_probs, done
 
   state = _shard_state(state, sharding)
   start = state.cache.lengths

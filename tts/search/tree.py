@@ -101,6 +101,10 @@ class Engine(Protocol):
   def reorder(self, state, rows: np.ndarray):
     """Row i of the new state is row rows[i] of the old."""
 
+  def fork(self, state):
+    """A copy of `state` for a rollout: advance and reorder consume the state they are
+    given (its buffers are reused), and a lookahead still needs the original after."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Decoder:
@@ -158,6 +162,9 @@ class Decoder:
   def reorder(self, state, rows):
     return (sampler.reorder(state[0], rows, self.policy.sharding),
             sampler.reorder(state[1], rows, self.verifier.sharding))
+
+  def fork(self, state):
+    return jax.tree.map(jnp.copy, state)
 
 
 @functools.partial(jax.jit, static_argnames=("width",))
@@ -293,6 +300,7 @@ def _lookahead_ranks(engine, state, keys, shape, rolling, rows, aggregation, cou
   lookahead search does. The rollouts are counted as work, then dropped."""
   after = [r.step_scores[-1] if r.step_scores else None for r in rows]
   rolling = rolling.copy()
+  state = engine.fork(state) if rolling.any() else state
   for _ in range(shape.lookahead):
     if not rolling.any():
       break

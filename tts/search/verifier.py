@@ -30,21 +30,24 @@ class Scores(NamedTuple):
 @functools.partial(jax.jit, static_argnames=("graphdef", "capacity", "sharding"))
 def score_prompts(graphdef, params, prompts, prompt_lengths, capacity: int,
                   sharding: DecodeSharding | None = None) -> Scores:
-  """Prefills the verifier's cache; probs[:, 0] is the reading after each whole prompt."""
+  """Prefills the verifier's cache; probs[:, 0] is the reading after each whole prompt
+  (the value head reads that position only; no logits are computed)."""
   model = nnx.merge(graphdef, params)
   cache = init_cache(model.cfg, prompts.shape[0], capacity, sharding)
-  out = model(prompts, cache, num_new=prompt_lengths)
-  last = jnp.take_along_axis(out.values, (prompt_lengths - 1)[:, None], axis=1)
-  return Scores(shard_cache(out.cache, sharding), jax.nn.sigmoid(last))
+  hidden, cache = model.hidden(prompts, cache, num_new=prompt_lengths)
+  last = jnp.take_along_axis(hidden, (prompt_lengths - 1)[:, None, None], axis=1)
+  return Scores(shard_cache(cache, sharding), jax.nn.sigmoid(model.values(last)))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sharding"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "sharding"),
+                   donate_argnames=("cache",))
 def score_tokens(graphdef, params, cache: KVCache, tokens, lengths,
                  sharding: DecodeSharding | None = None) -> Scores:
-  """Appends each row's `lengths` new tokens to the verifier's cache and reads every one."""
+  """Appends each row's `lengths` new tokens to the verifier's cache and reads every one
+  (the value head only: a step may end at any of them). Consumes `cache`."""
   model = nnx.merge(graphdef, params)
-  out = model(tokens, shard_cache(cache, sharding), num_new=lengths)
-  return Scores(shard_cache(out.cache, sharding), jax.nn.sigmoid(out.values))
+  hidden, cache = model.hidden(tokens, shard_cache(cache, sharding), num_new=lengths)
+  return Scores(shard_cache(cache, sharding), jax.nn.sigmoid(model.values(hidden)))
 
 
 def step_reading(probs, tokens, eos_id: int) -> float | None:

@@ -78,13 +78,16 @@ def quintile_means(values: np.ndarray) -> list[float]:
   return [float(values[part].mean()) for part in np.array_split(order, 5)]
 
 
-def import_policy(hf_path: str, field: str, task, mesh, rules) -> LoadedModel:
-  """A Hugging Face checkpoint as the policy, sharded over the mesh; its vocabulary must
-  hold the task tokenizer's ids (task.tokenizer should name the same checkpoint)."""
+def import_policy(section, field: str, task, mesh, rules) -> LoadedModel:
+  """The Hugging Face checkpoint at section.hf_path as the policy, sharded over the mesh, in
+  the section's param_dtype / dtype / cache_dtype where set (else the checkpoint's own); its
+  vocabulary must hold the task tokenizer's ids (task.tokenizer should name the same
+  checkpoint)."""
   from tts.interop.hf_import import load_hf_model  # the `hf` extra (safetensors)
-  model = load_hf_model(hf_path, mesh, rules)
+  hf_path = section.hf_path
+  model = load_hf_model(hf_path, mesh, rules, precision=section, field=field)
   if model.cfg.vocab_size < task.vocab.vocab_size:
-    raise ValueError(f"{field}={hf_path!r} has {model.cfg.vocab_size} tokens but the task's "
+    raise ValueError(f"{field}.hf_path={hf_path!r} has {model.cfg.vocab_size} tokens but the task's "
                      f"tokenizer {task.vocab.vocab_size}; set task.tokenizer to the checkpoint")
   return model
 
@@ -115,7 +118,8 @@ def run(ctx) -> dict:
     directory = os.path.join(ctx.stage_dir("policy"), name)
     hf_path = cfg.policy[name].get("hf_path")
     if hf_path:
-      model = import_policy(hf_path, f"policy.{name}.hf_path", task, mesh, cfg.logical_axis_rules)
+      model = import_policy(cfg.policy[name], f"policy.{name}", task, mesh,
+                            cfg.logical_axis_rules)
       val_loss = None
     else:
       model, val_loss = _train(cfg, name, task, mesh, directory, arrays)

@@ -24,18 +24,20 @@ from tts.train.checkpoints import is_saved_model, load_model
 
 
 def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None,
-                  sharding: DecodeSharding | None = None):
+                  sharding: DecodeSharding | None = None, precision=None):
   """The value-head model at `path` (relative to the workdir unless absolute): one of ours
   (a stage's final/, with model.json), or a Hugging Face checkpoint directory, imported
   with its value_head.safetensors or, given prm_token_ids=(good, bad), as a causal-LM PRM
-  (the convention in tts/interop/hf_import.py)."""
+  (the convention in tts/interop/hf_import.py), in precision's param_dtype / dtype /
+  cache_dtype where set (a config section; else the checkpoint's own)."""
   directory = os.path.join(workdir, path)
   if is_saved_model(directory):
     model = load_model(directory, sharding)
   else:
     from tts.interop.hf_import import load_hf_model  # the `hf` extra (safetensors)
     mesh, rules = (sharding.mesh, sharding.rules) if sharding else (None, ())
-    model = load_hf_model(directory, mesh, rules, prm_token_ids=prm_token_ids)
+    model = load_hf_model(directory, mesh, rules, prm_token_ids=prm_token_ids,
+                          precision=precision, field=field.rsplit(".", 1)[0])
   if not model.cfg.value_head:
     raise ValueError(f"{field}={path!r}: the model in {os.path.join(workdir, path)} has no "
                      "value head, so it cannot score steps; point it at a PRM or ORM")
@@ -68,7 +70,8 @@ def named_verifier(cfg, task, workdir: str, name: str, user: str,
   if spec.kind not in KINDS:
     raise ValueError(f"search.verifiers.{name}.kind={spec.kind!r}; use one of {KINDS}")
   return load_verifier(workdir, spec.path, f"search.verifiers.{name}.path",
-                       prm_token_ids(spec, task.vocab, f"search.verifiers.{name}"), sharding)
+                       prm_token_ids(spec, task.vocab, f"search.verifiers.{name}"), sharding,
+                       spec)
 
 
 def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: str,

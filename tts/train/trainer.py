@@ -55,7 +55,9 @@ class Trainer:
 
   def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, objective: Objective, mesh,
                rules):
-    self.model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)
+    # float32 master weights whatever model_cfg.param_dtype says (that is the decoding
+    # precision, applied when the trained model is loaded: LoadedModel.create).
+    self.model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout, param_dtype="float32")
     self.cfg, self.objective, self.mesh = cfg, objective, mesh
     abstract_model = nnx.eval_shape(lambda: Transformer(self.model_cfg, nnx.Rngs(0)))
     self.graphdef, abstract_state = nnx.split(abstract_model)
@@ -134,7 +136,8 @@ class Trainer:
     if params is None:
       params = init_params(self.model_cfg, self.cfg.seed, self.param_shardings)
     else:
-      params = jax.device_put(params, self.param_shardings)
+      params = jax.tree.map(lambda p, s: jax.device_put(p, s).astype(jnp.float32), params,
+                            self.param_shardings)
     rng = jax.random.key_data(jax.random.key(self.cfg.seed))
     opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings["opt_state"])(params)
     return {"params": params, "opt_state": opt_state,
