@@ -276,8 +276,8 @@ spec = importlib.util.spec_from_file_location("demo", sys.argv[2])
 demo = importlib.util.module_from_spec(spec); spec.loader.exec_module(demo)
 reads = []
 original = hf_import.SafetensorFiles.read
-def recording(self, name, index=()):
-  out = original(self, name, index)
+def recording(self, name, index=(), dtype=np.float32):
+  out = original(self, name, index, dtype)
   reads.append((name, out.shape))
   return out
 hf_import.SafetensorFiles.read = recording
@@ -312,9 +312,10 @@ def test_sharded_import_reads_each_devices_slice(tiny_llama):
   assert diff < 1e-5
 
 
-def test_bfloat16_checkpoint_imports_as_float32(tiny_llama, tmp_path):
-  """Most published checkpoints are bfloat16, which numpy cannot hold: the import reads it
-  and widens it exactly."""
+def test_bfloat16_checkpoint_stays_bfloat16_unless_the_config_widens_it(tiny_llama, tmp_path):
+  """Most published checkpoints are bfloat16, which numpy cannot hold: the import keeps it
+  bfloat16 (weights, compute and cache: half of float32's memory) with the exact stored
+  values, and widens it exactly when a config section asks for float32."""
   import shutil
 
   from safetensors.torch import load_file as load_torch
@@ -323,9 +324,21 @@ def test_bfloat16_checkpoint_imports_as_float32(tiny_llama, tmp_path):
   path = str(tmp_path / "model.safetensors")
   tensors = {k: v.to(torch.bfloat16) for k, v in load_torch(path).items()}
   save_torch(tensors, path, metadata={"format": "pt"})
-  model = load_hf_model(str(tmp_path))
   expected = tensors["model.layers.1.mlp.down_proj.weight"].float().numpy().T
-  np.testing.assert_array_equal(np.asarray(model.params["blocks"][1]["mlp"]["down"]), expected)
+  kept = load_hf_model(str(tmp_path))
+  assert {str(x.dtype) for x in jax.tree.leaves(kept.params)} == {"bfloat16"}
+  assert (kept.cfg.param_dtype, kept.cfg.dtype, kept.cfg.kv_dtype) == ("bfloat16",) * 3
+  np.testing.assert_array_equal(
+      np.asarray(kept.params["blocks"][1]["mlp"]["down"], np.float32), expected)
+  widened = load_hf_model(str(tmp_path), precision={"param_dtype": "float32", "dtype": ""},
+                          field="policy.small")
+  assert {str(x.dtype) for x in jax.tree.leaves(widened.params)} == {"float32"}
+  assert (widened.cfg.dtype, widened.cfg.kv_dtype) == ("bfloat16", "bfloat16")
+  np.testing.assert_array_equal(np.asarray(widened.params["blocks"][1]["mlp"]["down"]),
+                                expected)
+  with pytest.raises(ValueError, match=r"policy.small: model dtype='float64'"):
+    load_hf_model(str(tmp_path), precision={"dtype": "float64"}, field="policy.small")
+  assert load_hf_model(tiny_llama).cfg.param_dtype == "float32"  # a float32 checkpoint
 
 
 def test_unexpected_tensor_is_named(tiny_llama, tmp_path):

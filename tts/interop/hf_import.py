@@ -5,6 +5,9 @@ shards named by model.safetensors.index.json. Loading is sharded: each parameter
 with `jax.make_array_from_callback` in the sharding the logical-axis rules give it, and the
 callback reads, through `safe_open(...).get_slice`, only the rows its device needs; a host
 touches only its own devices' slices, so a model larger than one host's memory can load.
+Precision: a checkpoint stored in bfloat16 stays bfloat16 (ModelConfig.param_dtype, and
+dtype for compute and the cache); float32 and float16 ones load as float32; a config's
+param_dtype / dtype / cache_dtype, where set, override either.
 
 Verifiers. A directory with `value_head.safetensors` (what `tts export` writes for a PRM or
 ORM) imports with that value head. A causal-LM process reward model in the Math-Shepherd
@@ -103,6 +106,10 @@ class SafetensorFiles:
   def shape(self, name: str) -> tuple[int, ...]:
     return tuple(self._file(name).get_slice(name).get_shape())
 
+  def stored_dtype(self, name: str) -> str:
+    """The dtype tensor `name` is stored in, as safetensors names it (F32, BF16, F16)."""
+    return self._file(name).get_slice(name).get_dtype()
+
   def read(self, name: str, index=(), dtype=np.float32) -> np.ndarray:
     """Block `index` (a tuple of slices) of tensor `name` as `dtype`; the whole tensor by
     default."""
@@ -178,9 +185,12 @@ def load_hf_model(directory: str, mesh=None, rules=(), prm_token_ids=None, preci
   checkpoint stays bfloat16 otherwise); field names that section, for the error."""
   files = SafetensorFiles(directory)
   cfg = read_model_config(directory)
+  check_tensors(files, cfg)
+  # bfloat16 weights are decoded in bfloat16 (weights, compute, cache); others in float32.
+  if files.stored_dtype("model.embed_tokens.weight") == "BF16":
+    cfg = dataclasses.replace(cfg, param_dtype="bfloat16", dtype="bfloat16")
   if precision:
     cfg = cfg.with_precision(precision, field)
-  check_tensors(files, cfg)
   head = value_head_arrays(files, cfg, prm_token_ids)
   if head is not None:
     cfg = dataclasses.replace(cfg, value_head=True)

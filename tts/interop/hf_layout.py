@@ -133,10 +133,6 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
     raise ValueError(f"{where}: field {missing[0]!r} is missing; it is not a Llama/Qwen2 "
                      "config.json")
   rope_theta = hf.get("rope_theta", rope.get("rope_theta", 10_000.0))
-  # A bfloat16 checkpoint is decoded in bfloat16 (weights, compute, cache) unless the config
-  # asks otherwise (ModelConfig.with_precision); other dtypes are widened to float32.
-  stored = hf.get("torch_dtype") or hf.get("dtype")
-  precision = "bfloat16" if stored == "bfloat16" else "float32"
   return ModelConfig(
       vocab_size=hf["vocab_size"], num_layers=hf["num_hidden_layers"], d_model=hf["hidden_size"],
       num_heads=hf["num_attention_heads"],
@@ -145,8 +141,7 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
       rope_theta=float(rope_theta), norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       attention_bias=model_type == "qwen2" or bool(hf.get("attention_bias", False)),
-      max_positions=int(hf.get("max_position_embeddings") or 0), param_dtype=precision,
-      dtype=precision)
+      max_positions=int(hf.get("max_position_embeddings") or 0))
 
 
 def hf_config(cfg: ModelConfig, eos_id: int, pad_id: int, bos_id: int | None,
