@@ -10,6 +10,12 @@ from tts.model.sharding import DecodeSharding
 from tts.model.transformer import Transformer
 
 
+def as_param_dtype(params, cfg: ModelConfig):
+  """params (a trainer's float32 masters, say) stored as cfg.param_dtype."""
+  dtype = jnp.dtype(cfg.param_dtype)
+  return jax.tree.map(lambda p: p if p.dtype == dtype else p.astype(dtype), params)
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
   graphdef: nnx.GraphDef
@@ -20,8 +26,5 @@ class LoadedModel:
   @classmethod
   def create(cls, cfg: ModelConfig, params,
              sharding: DecodeSharding | None = None) -> "LoadedModel":
-    """params in any float dtype (a trainer's float32 masters) are stored as cfg.param_dtype."""
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
-    dtype = jnp.dtype(cfg.param_dtype)
-    params = jax.tree.map(lambda p: p if p.dtype == dtype else p.astype(dtype), params)
-    return cls(graphdef, params, cfg, sharding)
+    return cls(graphdef, as_param_dtype(params, cfg), cfg, sharding)

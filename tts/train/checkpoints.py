@@ -14,6 +14,7 @@ from flax import nnx
 
 from tts.atomic_files import read_json, write_json_atomic
 from tts.model import LoadedModel, ModelConfig, Transformer
+from tts.model.loaded import as_param_dtype
 from tts.model.sharding import DecodeSharding, param_shardings
 
 
@@ -101,10 +102,11 @@ class TrainCheckpoints:
 
 
 def save_params(directory: str, params, model_cfg: ModelConfig):
-  """Final weights plus `model.json`, the unit later stages and `tts export` load."""
+  """Final weights, stored as model_cfg.param_dtype, plus `model.json`: the unit later
+  stages and `tts export` load."""
   directory = os.path.abspath(directory)
   with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(os.path.join(directory, "params"), params, force=True)
+    ckpt.save(os.path.join(directory, "params"), as_param_dtype(params, model_cfg), force=True)
   if jax.process_index() == 0:
     write_json_atomic(os.path.join(directory, "model.json"), dataclasses.asdict(model_cfg))
 
