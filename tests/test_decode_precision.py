@@ -1,9 +1,9 @@
 """Decoding precision: ModelConfig.param_dtype / dtype / cache_dtype.
 
 bfloat16 halves weights and KV cache; its greedy tokens may differ from float32's where two
-logits are close. Measured on this random tiny model (vocab 64, 16 rows x 32 new tokens,
+logits are close (matmuls accumulate and return logits and attention scores in float32). Measured on this random tiny model (vocab 64, 16 rows x 32 new tokens,
 rows draw from N(0, 0.2) weights): teacher-forced on float32's greedy sequences, bfloat16
-picks the same next token at 493 of 512 positions (96.3%); decoding freely, 71% of
+picks the same next token at 499 of 512 positions (97.5%); decoding freely, 71% of
 positions agree (a row that differs once continues from a different prefix).
 """
 import dataclasses
@@ -61,7 +61,7 @@ def test_bfloat16_greedy_agrees_with_float32_on_most_tokens():
   seqs = np.concatenate([prompts, reference], axis=1)
   forced = (_next_tokens(bf16, seqs) == _next_tokens(f32, seqs)).mean()
   free = (tokens == reference).mean()
-  assert forced >= 0.9, f"teacher-forced agreement {forced:.3f}"  # measured 0.963
+  assert forced >= 0.9, f"teacher-forced agreement {forced:.3f}"  # measured 0.975
   assert free >= 0.6, f"free-running agreement {free:.3f}"  # measured 0.71
 
 

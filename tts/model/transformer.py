@@ -94,7 +94,8 @@ class Attention(nnx.Module):
       key_pos, key_seg = jnp.broadcast_to(jnp.arange(keys.shape[2]), (b, keys.shape[2])), None
     # Query head h = kv_head * groups + g; fold g into the query axis: [B, KV, G*T, Dh].
     q = q.reshape(b, t, kv, groups, dh).transpose(0, 2, 3, 1, 4).reshape(b, kv, groups * t, dh)
-    scores = jnp.einsum("bkqd,bksd->bkqs", q, keys).astype(jnp.float32) * dh ** -0.5
+    scores = jnp.einsum("bkqd,bksd->bkqs", q, keys,
+                        preferred_element_type=jnp.float32) * dh ** -0.5
     query_pos = jnp.tile(positions, (1, groups))  # [B, G*T], matching the folded axis
     visible = key_pos[:, None, :] <= query_pos[:, :, None]  # [B, G*T, S]
     if segment_ids is not None:
@@ -205,11 +206,12 @@ class Transformer(nnx.Module):
     """float32[..., V] next-token logits from hidden states [..., D]."""
     head = self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
     flat = hidden.reshape(-1, hidden.shape[-1])
-    return (flat @ head.astype(hidden.dtype)).astype(jnp.float32).reshape(
+    return jnp.matmul(flat, head.astype(hidden.dtype), preferred_element_type=jnp.float32).reshape(
         *hidden.shape[:-1], -1)
 
   def values(self, hidden):
     """float32[...] value-head logits from hidden states [..., D] (verifiers only)."""
     flat = hidden.reshape(-1, hidden.shape[-1])
-    out = (flat @ self.value_w[...].astype(hidden.dtype))[:, 0].astype(jnp.float32)
+    out = jnp.matmul(flat, self.value_w[...].astype(hidden.dtype),
+                     preferred_element_type=jnp.float32)[:, 0]
     return out.reshape(hidden.shape[:-1]) + self.value_b[...][0].astype(jnp.float32)
