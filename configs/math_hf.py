@@ -49,10 +49,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.task = dict(kind="math_jsonl", **all_fields(MathJsonlConfig, tokenizer=small_path))
   c.data = dict(source="seqio", max_len=1024, pack=False)  # max_len: training rows only
   c.models = {}  # architectures come from the checkpoints' config.json
-  # Decoding precision of the imported models (ModelConfig.param_dtype / dtype /
-  # cache_dtype): bfloat16 weights, compute and KV cache, half of float32's memory (a 7B
-  # model's weights: 14 GB, not 28). "" keeps the checkpoint's own dtype; float32 widens.
-  bf16 = dict(param_dtype="bfloat16", dtype="bfloat16", cache_dtype="bfloat16")
+  # Decoding precision of the imported models (ModelConfig.param_dtype and dtype; the KV
+  # cache follows dtype unless cache_dtype is set): bfloat16 weights, compute and cache,
+  # half of float32's memory (a 7B model's weights: 14 GB, not 28). "" keeps the
+  # checkpoint's own dtype; float32 widens.
+  bf16 = dict(param_dtype="bfloat16", dtype="bfloat16")
   c.policy = dict(small=dict(hf_path=small_path, **bf16), large=dict(hf_path="", **bf16))
   c.policy_eval = dict(base.policy_eval.to_dict(), num_questions=100, max_new_tokens=512,
                        batch_size=64)

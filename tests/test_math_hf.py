@@ -21,6 +21,7 @@ from flax import nnx  # noqa: E402
 from tts import cli  # noqa: E402
 from tts.atomic_files import read_jsonl  # noqa: E402
 from tts.data.hf_tokenizer import HFTokenizer  # noqa: E402
+from tts.model import LoadedModel  # noqa: E402
 from tts.stages.policy import load_policy  # noqa: E402
 from tts.train.checkpoints import load_model  # noqa: E402
 
@@ -97,11 +98,20 @@ def test_runs_every_stage_with_imported_models(math_hf_run):
 
 
 def test_saved_policy_is_the_checkpoint(math_hf_run):
-  """policy/small/final holds the imported weights: its logits equal transformers'."""
+  """policy/small/final holds the imported weights in the config's bfloat16: computed in
+  float32, its logits equal transformers' on the checkpoint rounded to bfloat16."""
+  import dataclasses
+
+  import jax
   import transformers
   root, workdir = math_hf_run
   policy = load_policy(str(workdir))
-  hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(root / "small")).eval()
+  assert {str(x.dtype) for x in jax.tree.leaves(policy.params)} == {"bfloat16"}
+  assert (policy.cfg.dtype, policy.cfg.kv_dtype) == ("bfloat16", "bfloat16")
+  policy = LoadedModel.create(
+      dataclasses.replace(policy.cfg, param_dtype="float32", dtype="float32"), policy.params)
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(root / "small"))
+  hf_model = hf_model.to(torch.bfloat16).float().eval()
   prompt = [read_jsonl(str(workdir / "data" / "test.jsonl"))[0]["prompt_ids"]]
   ours = np.asarray(nnx.merge(policy.graphdef, policy.params)(np.asarray(prompt)).logits)
   with torch.no_grad():

@@ -165,8 +165,9 @@ def main(argv=None):
                    "name> with a config, else .)")
   exp.add_argument("--model", required=True, help="e.g. policy/small/final, prm/final")
   exp.add_argument("--out", required=True)
-  exp.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                   help="weight dtype (bfloat16 for serving)")
+  exp.add_argument("--dtype", default="", choices=("float32", "bfloat16"),
+                   help="weight dtype (default: the model's param_dtype; bfloat16 for "
+                   "serving)")
   exp.add_argument("--max_positions", type=int, default=0,
                    help="max_position_embeddings when the model records none (ours; "
                    "default 4096); an imported model keeps its own")

@@ -32,8 +32,10 @@ DEFAULT_MAX_POSITIONS = 4096  # for our models, which record none (see ModelConf
 GENERATION_FILE = "generation_config.json"
 
 
-def hf_tensors(model: LoadedModel, dtype: str = "float32") -> dict[str, np.ndarray]:
-  """Our parameters under their HF names and layouts (gathered to this host)."""
+def hf_tensors(model: LoadedModel, dtype: str = "") -> dict[str, np.ndarray]:
+  """Our parameters under their HF names and layouts (gathered to this host), as `dtype`
+  (default: the model's param_dtype)."""
+  dtype = dtype or model.cfg.param_dtype
   if dtype not in DTYPES:
     raise ValueError(f"export dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
   out = {}
@@ -76,13 +78,14 @@ def save_weights(tensors: dict[str, np.ndarray], directory: str, max_shard_bytes
     json.dump(index, f, indent=2, sort_keys=True)
 
 
-def export_hf(model: LoadedModel, vocab: Tokenizer, directory: str, dtype: str = "float32",
+def export_hf(model: LoadedModel, vocab: Tokenizer, directory: str, dtype: str = "",
               max_positions: int = 0, max_shard_bytes: int = MAX_SHARD_BYTES,
               generation: dict | None = None) -> str:
   """Writes the HF directory via a temporary sibling that is renamed when complete, so a
   kill never leaves a half-written export. It replaces only an empty directory or an earlier
   export (marked by EXPORT_MARKER).
 
+  dtype: of the weights, default the model's param_dtype (what it decodes in).
   max_positions: the model's own (an imported checkpoint's), else this, else
   DEFAULT_MAX_POSITIONS. generation: an imported checkpoint's generation_config.json, whose
   fields are kept (eos and pad are filled in where it has none)."""
@@ -90,6 +93,7 @@ def export_hf(model: LoadedModel, vocab: Tokenizer, directory: str, dtype: str =
     raise ValueError(f"the tokenizer has {vocab.vocab_size} tokens but the model only "
                      f"{model.cfg.vocab_size}; export the model with the tokenizer it was "
                      "trained with")
+  dtype = dtype or model.cfg.param_dtype
   tensors = hf_tensors(model, dtype)
   directory = os.path.abspath(directory)
   check_replaceable(directory, EXPORT_MARKER, "--out")

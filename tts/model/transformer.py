@@ -3,6 +3,8 @@
 Llama style: RMSNorm, rotary positions, SwiGLU, grouped-query attention, optional tied
 embeddings and an optional scalar value head. Every parameter carries `logical_axes`
 metadata; `tts.model.sharding` maps those names to mesh axes with rules from the config.
+Precision: weights are stored in cfg.param_dtype and cast to cfg.dtype for compute; norms,
+rotary angles, softmax, attention scores and logits are float32 whatever the dtype.
 """
 from typing import NamedTuple
 
