@@ -63,7 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
   # PRM and ORM: the small policy plus a value head. Paper: lr 3e-5, batch 128, dropout
   # 0.05, betas (0.9, 0.95), early stopping on 10% held-out questions. A 52k-parameter model
   # from scratch-level weights needs a larger step; patience counts evaluations.
-  c.verifiers = dict(heldout_fraction=0.1, seed=0)
+  # base: the policy model they start from (small: the policy's size, as the paper; large:
+  # a verifier 14x the policy, whose reading the search's FLOPs then count).
+  c.verifiers = dict(base="small", heldout_fraction=0.1, seed=0)
   verifier = dict(steps=600, batch_size=64, lr=2e-3, warmup_steps=30, dropout=0.05, b1=0.9,
                   b2=0.95, eval_every=50, eval_batches=8, checkpoint_every=100, log_every=25,
                   keep_best=True, patience=4)

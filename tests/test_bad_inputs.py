@@ -228,6 +228,8 @@ def test_non_utf8_file_is_named(tmp_path):
     ("--config.task.num_test=0", "task.num_test=0: must be at least 1"),
     ("--config.models.small.num_kv_heads=0", "models.small.num_kv_heads=0: must be at least 1"),
     ("--config.policy.small.lr=inf", "policy.small.lr=inf: expected a finite number"),
+    ("--config.verifiers.base=medium",
+     "verifiers.base='medium' is not a model the policy stage makes; set it to one of large, small"),
 ])
 def test_out_of_range_config_is_named_before_any_stage(tmp_path, capsys, override, needle):
   workdir = tmp_path / "new"

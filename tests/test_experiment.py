@@ -35,6 +35,16 @@ def test_rerun_skips_and_changed_config_is_refused(copy_run):
     experiment.run(config("--config.policy.small.steps=61"), workdir)
 
 
+def test_verifiers_start_from_the_policy_model_verifiers_base_names(copy_run):
+  """A verifier larger than the policy: the PRM takes the large model's shape and weights."""
+  workdir = str(copy_run)
+  experiment.run(config("--config.verifiers.base=large"), workdir, only="prm", force=True)
+  prm = json.load(open(os.path.join(workdir, "prm", "final", "model.json")))
+  large = json.load(open(os.path.join(workdir, "policy", "large", "final", "model.json")))
+  assert prm["d_model"] == large["d_model"] and prm["num_layers"] == large["num_layers"]
+  assert prm["value_head"] and not large["value_head"]
+
+
 def test_checkpoint_of_another_shape_is_named(copy_run):
   """A stage restarted with a different model must not load mismatched weights."""
   workdir = str(copy_run)

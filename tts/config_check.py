@@ -44,6 +44,12 @@ def check_config(config):
         config_schema.check_value(section[field], kind, f"{name}.{field}", positive=True)
   for name, fields in _section(config.get("search", {}), "search.methods", "beam4").items():
     config_schema.build(MethodConfig, fields, f"search.methods.{name}")
+  base = _section(config, "verifiers", "heldout_fraction").get("base", "small")
+  if "prm" in config or "orm" in config:
+    models = sorted(config.get("policy", {}))
+    if base not in models:
+      raise ValueError(f"verifiers.base={base!r} is not a model the policy stage makes; set it "
+                       f"to one of {', '.join(models)}")
 
 
 def _section(parent, dotted: str, example: str):

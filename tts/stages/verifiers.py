@@ -1,4 +1,8 @@
-"""`prm` and `orm` stages: value-head verifiers trained from the policy's weights.
+"""`prm` and `orm` stages: value-head verifiers trained from a policy model's weights.
+
+`verifiers.base` names the policy stage's model they start from: `small` (the paper: the
+PRM is the policy's size) or `large` (a verifier larger than the policy, as search-and-learn
+pairs 1B and 3B policies with an 8B PRM). The search's FLOPs count the verifier's own size.
 
 Both read the label stage's solutions and hold out the same 10% of questions (early stopping
 and evaluation). The PRM learns each step's Monte-Carlo label at the step's last token; the
@@ -117,10 +121,11 @@ def fit_value_model(ctx, name: str, kind: str, records: list[dict], init_model,
 
 
 def train(ctx, kind: str) -> dict:
-  """The PRM or ORM from the label stage's solutions and the small policy's weights."""
+  """The PRM or ORM from the label stage's solutions and the weights of the policy model
+  named by verifiers.base."""
   train_cfg = config_schema.build(TrainConfig, ctx.config[kind], kind)
-  return fit_value_model(ctx, kind, kind, read_shards(ctx.workdir), load_policy(ctx.workdir),
-                         train_cfg)
+  base = load_policy(ctx.workdir, ctx.config.verifiers.get("base", "small"))
+  return fit_value_model(ctx, kind, kind, read_shards(ctx.workdir), base, train_cfg)
 
 
 def run_prm(ctx) -> dict:
