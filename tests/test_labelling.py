@@ -15,7 +15,6 @@ WORDS = {NEWLINE: "\n", RIGHT: "R", WRONG: "W", START: "S"}
 
 class ToyVocab:
   pad_id, eos_id, unk_id, vocab_size = PAD, EOS, 2, 6
-  step_end_ids = frozenset({NEWLINE})
 
   def encode(self, text):
     return [k for ch in text for k, w in WORDS.items() if w == ch]

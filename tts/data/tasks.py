@@ -19,7 +19,8 @@ import ml_collections
 
 from tts import config_schema
 from tts.data import chain, math_jsonl
-from tts.data.vocab import ByteVocabulary, Tokenizer
+from tts.data import vocab as vocabulary
+from tts.data.vocab import NEWLINE, ByteVocabulary, Tokenizer
 
 SPLITS = ("train", "val", "test")
 KINDS = ("chain", "math_jsonl")
@@ -42,6 +43,13 @@ class Task:
   extract_answer: Callable[[str], str | None]
   is_correct: Callable[[str, Mapping[str, Any]], bool]
   same_answer: Callable[[str | None, str | None], bool]
+  step_delimiter: str = NEWLINE  # the text that ends a solution step
+
+  @property
+  def step_end_ids(self) -> frozenset[int]:
+    """The tokens that end a step, for search, labelling and revision alike (the rule is
+    vocab.step_end_ids)."""
+    return vocabulary.step_end_ids(self.vocab, self.step_delimiter)
 
   def examples(self, split: str) -> list[dict]:
     """A new list of the split's examples (the dicts are shared: do not mutate)."""
@@ -110,12 +118,22 @@ def make_task(cfg: Mapping[str, Any]) -> Task:
     )
   if kind == "math_jsonl":
     config = config_schema.build(math_jsonl.MathJsonlConfig, _fields(cfg), "task")
-    return Task(
+    if config.prompt_format == "chat" and config.tokenizer in TOKENIZERS:
+      raise ValueError(f"task.prompt_format='chat' needs a chat template, which "
+                       f"task.tokenizer={config.tokenizer!r} has not; set task.tokenizer to a "
+                       "Hugging Face checkpoint directory, or task.prompt_format='plain'")
+    task = Task(
       name=_name(kind, config),
       vocab=make_tokenizer(config.tokenizer),
       load_splits=functools.cache(functools.partial(math_jsonl.load_splits, config)),
       extract_answer=math_jsonl.extract_answer,
       is_correct=math_jsonl.is_correct,
       same_answer=math_jsonl.same_answer,
+      step_delimiter=config.step_delimiter,
     )
+    if not task.step_end_ids:
+      raise ValueError(f"task.step_delimiter={config.step_delimiter!r}: no token of "
+                       f"task.tokenizer={config.tokenizer!r} contains it, so no step could "
+                       "end; use '\\n', or a subword tokenizer that has such tokens")
+    return task
   raise ValueError(f"task.kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")

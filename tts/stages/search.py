@@ -83,7 +83,7 @@ def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: 
                               sharding),
       sampling=SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                               max_new_tokens=s.max_new_tokens),
-      step_end_ids=tuple(sorted(task.vocab.step_end_ids)), eos_id=task.vocab.eos_id,
+      step_end_ids=tuple(sorted(task.step_end_ids)), eos_id=task.vocab.eos_id,
       pad_id=task.vocab.pad_id, prompt_width=width, max_step_tokens=s.max_step_tokens)
 
 
