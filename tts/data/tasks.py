@@ -97,6 +97,25 @@ def _fields(cfg: Mapping[str, Any]) -> dict:
   return {k: v for k, v in cfg.items() if k != "kind"}
 
 
+# A step delimiter between the kinds of text a solution's steps end and start with.
+_DELIMITER_CONTEXTS = (("We add", "Then"), ("2 + 3 = 5.", "$x$"), ("$\\frac{1}{2}$", "12"),
+                       ("x)", " so"))
+
+
+def _check_step_delimiter(task: Task, tokenizer: str):
+  """Steps end on tokens (vocab.step_end_ids): a tokenizer that splits the delimiter over
+  two tokens between ordinary text (GPT-2's pre-tokenizer splits "\\n\\nThen" into "\\n",
+  "\\n", "Then"; SentencePiece's byte tokens hold one newline each) could never end a step
+  there, so such a config is refused rather than run with steps that run together."""
+  for left, right in _DELIMITER_CONTEXTS:
+    text = left + task.step_delimiter + right
+    if not set(task.vocab.encode(text)) & task.step_end_ids:
+      raise ValueError(
+          f"task.step_delimiter={task.step_delimiter!r}: task.tokenizer={tokenizer!r} "
+          f"splits it over several tokens in {text!r}, so a step could not end there; use "
+          "'\\n', or a tokenizer that keeps it in one token (such as Qwen2's or Llama 3's)")
+
+
 def make_task(cfg: Mapping[str, Any]) -> Task:
   """The Task for `cfg` (a ConfigDict such as `config.task`, or a dict).
 
@@ -131,9 +150,6 @@ def make_task(cfg: Mapping[str, Any]) -> Task:
       same_answer=math_jsonl.same_answer,
       step_delimiter=config.step_delimiter,
     )
-    if not task.step_end_ids:
-      raise ValueError(f"task.step_delimiter={config.step_delimiter!r}: no token of "
-                       f"task.tokenizer={config.tokenizer!r} contains it, so no step could "
-                       "end; use '\\n', or a subword tokenizer that has such tokens")
+    _check_step_delimiter(task, config.tokenizer)
     return task
   raise ValueError(f"task.kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
