@@ -11,7 +11,7 @@ transformers = pytest.importorskip("transformers")
 
 import hf_models  # noqa: E402
 
-from tts import cli  # noqa: E402
+from tts import cli, config_check  # noqa: E402
 from tts.data.tasks import make_task, task_config  # noqa: E402
 from tts.data.vocab import NEWLINE, step_end_ids  # noqa: E402
 from tts.train import labelling  # noqa: E402
@@ -151,3 +151,16 @@ def test_a_delimiter_the_tokenizer_splits_is_named(files, tmp_path, capsys):
 def test_bad_prompt_fields_are_named(files, fields, needle):
   with pytest.raises(ValueError, match=re.escape(needle)):
     _task(files, **fields)
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("step_tag", "ки", "unknown config field search.verifiers.prm.step_tag; allowed: path, "
+     "kind, good_token, bad_token"),
+    ("kind", "rm", "config search.verifiers.prm: kind='rm'; use one of ('prm', 'orm')"),
+])
+def test_verifier_fields_are_checked_before_any_stage(field, value, needle):
+  """A PRM input format that is not supported (configs/math_hf.py) is named, not ignored."""
+  config = cli.load_config(MATH_HF)
+  config.search.verifiers.prm[field] = value
+  with pytest.raises(ValueError, match=re.escape(needle)):
+    config_check.check_config(config)

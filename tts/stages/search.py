@@ -17,7 +17,7 @@ from tts.model.sharding import DecodeSharding, decode_sharding
 from tts.search import methods, results, tree
 from tts.search.methods import MethodConfig
 from tts.search.sampler import SamplingConfig, pad_prompts
-from tts.search.verifier import KINDS, STEP_AGGREGATIONS, check_finite_readings
+from tts.search.verifier import STEP_AGGREGATIONS, VerifierConfig, check_finite_readings
 from tts.stages.data import read_split
 from tts.stages.policy import load_policy
 from tts.train.checkpoints import is_saved_model, load_model
@@ -42,16 +42,22 @@ def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None,
   return model
 
 
-def prm_token_ids(spec, vocab, field: str) -> tuple[int, int] | None:
+def verifier_config(cfg, name: str) -> VerifierConfig:
+  """`search.verifiers.<name>`, checked (unknown fields, kind)."""
+  return config_schema.build(VerifierConfig, cfg.search.verifiers[name],
+                             f"search.verifiers.{name}")
+
+
+def prm_token_ids(spec: VerifierConfig, vocab, field: str) -> tuple[int, int] | None:
   """(good, bad) token ids of a causal-LM PRM from `good_token` / `bad_token`, if given."""
-  if not spec.get("good_token") and not spec.get("bad_token"):
+  if not spec.good_token and not spec.bad_token:
     return None
   ids = []
   for key in ("good_token", "bad_token"):
-    tokens = vocab.encode(spec.get(key) or "")
+    tokens = vocab.encode(getattr(spec, key))
     if len(tokens) != 1:
-      raise ValueError(f"{field}.{key}={spec.get(key)!r} is {len(tokens)} tokens; a causal-LM "
-                       "PRM needs one token each for good_token and bad_token")
+      raise ValueError(f"{field}.{key}={getattr(spec, key)!r} is {len(tokens)} tokens; a "
+                       "causal-LM PRM needs one token each for good_token and bad_token")
     ids.append(tokens[0])
   return tuple(ids)
 
@@ -64,9 +70,7 @@ def named_verifier(cfg, task, workdir: str, name: str, user: str,
   if name not in verifiers:
     raise ValueError(f"{user}={name!r} is not under search.verifiers; known: "
                      f"{', '.join(verifiers)}")
-  spec = verifiers[name]
-  if spec.kind not in KINDS:
-    raise ValueError(f"search.verifiers.{name}.kind={spec.kind!r}; use one of {KINDS}")
+  spec = verifier_config(cfg, name)
   return load_verifier(workdir, spec.path, f"search.verifiers.{name}.path",
                        prm_token_ids(spec, task.vocab, f"search.verifiers.{name}"), sharding)
 
