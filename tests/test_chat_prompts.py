@@ -3,6 +3,7 @@
 blank line (search-and-learn) in the data, in labelling and in the search's stop tokens."""
 import json
 import re
+import shutil
 
 import ml_collections
 import pytest
@@ -10,8 +11,11 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 import hf_models  # noqa: E402
+import test_math_hf  # noqa: E402
 
-from tts import cli, config_check  # noqa: E402
+from tts import cli, config_check, experiment  # noqa: E402
+from tts.atomic_files import read_jsonl  # noqa: E402
+from tts.data.hf_tokenizer import HFTokenizer  # noqa: E402
 from tts.data.tasks import make_task, task_config  # noqa: E402
 from tts.data.vocab import NEWLINE, step_end_ids  # noqa: E402
 from tts.train import labelling  # noqa: E402
@@ -31,10 +35,11 @@ def files(tmp_path_factory):
   `chat` with a ChatML template and Qwen2's pre-tokenizer, `plain` with neither (GPT-2's
   pre-tokenizer, which splits "\\n\\n" before a word into two tokens)."""
   root = tmp_path_factory.mktemp("chat")
-  pairs = [(a, 3 * a % 17 + 1) for a in range(1, 11)]
+  pairs = [(a, 3 * a % 17 + 1) for a in range(1, 13)]
   with open(root / "math.jsonl", "w") as f:
     for a, b in pairs:
-      f.write(json.dumps({"problem": f"What is {a} + {b}?", "solution": _solution(a, b)}) + "\n")
+      f.write(json.dumps({"problem": f"What is {a} + {b}?", "solution": _solution(a, b),
+                          "level": a % 5 + 1}) + "\n")
   texts = [_solution(a, b) + "\n" for a, b in pairs]
   texts += [t.replace("\n", "\n\n") for t in texts] + ["Solve the problem.\n\n"]
   hf_models.save_bpe_tokenizer(str(root / "chat"), texts * 10, vocab_size=300,
@@ -105,6 +110,50 @@ def test_the_search_stops_steps_at_the_tasks_delimiter(files, monkeypatch):
       temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8, max_step_tokens=4)})
   decoder = search.make_decoder(cfg, task, "", [{"prompt_ids": [5, 6]}], "prm", None)
   assert set(decoder.step_end_ids) == task.step_end_ids != step_end_ids(task.vocab, NEWLINE)
+
+
+@pytest.fixture(scope="module")
+def chat_run(files):
+  """The data, policy and search stages of configs/math_hf.py with an imported tiny policy
+  pair and PRM on the ChatML tokenizer, prompts in chat format and steps as paragraphs."""
+  models = {"small": dict(kind="llama"), "large": dict(kind="qwen2", d_model=64, d_ff=128),
+            "prm": dict(kind="llama", seed=1)}
+  for name, spec in models.items():
+    shutil.copytree(files / "chat", files / name)
+    hf_models.save_tiny_model(str(files / name), vocab_size=300, **spec)
+  config = cli.apply_overrides(cli.load_config(MATH_HF), [
+      f"--config.task.path={files / 'math.jsonl'}",
+      f"--config.policy.small.hf_path={files / 'small'}",
+      f"--config.policy.large.hf_path={files / 'large'}",
+      f"--config.search.verifiers.prm.path={files / 'prm'}",
+      "--config.task.prompt_format=chat", f"--config.task.system_prompt={SYSTEM}",
+      "--config.task.step_delimiter=\n\n", *test_math_hf.TINY], MATH_HF)
+  for section in ("difficulty", "select", "flops", "report"):
+    del config[section]
+  experiment.run(config, str(files / "run"))
+  return files / "run"
+
+
+def test_the_pipeline_prompts_in_chat_and_searches_by_paragraph(files, chat_run):
+  vocab = HFTokenizer(str(files / "small"))
+  reference = transformers.AutoTokenizer.from_pretrained(str(files / "small"))
+  for record in read_jsonl(str(chat_run / "data" / "test.jsonl")):
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": record["question"]}]
+    assert record["prompt"] == reference.apply_chat_template(messages, tokenize=False,
+                                                             add_generation_prompt=True)
+    assert record["prompt_ids"] == vocab.encode(record["prompt"])
+    assert record["solution"].endswith("\n\n") and "\n\n" in record["solution"][:-2]
+  manifest = json.load(open(chat_run / "search" / "manifest.json"))
+  steps = []
+  for per_budget in manifest["methods"].values():
+    for entry in per_budget.values():
+      for record in read_jsonl(str(chat_run / "search" / entry["file"])):
+        for c in record["candidates"]:
+          # Each step but the last ends on a token holding a whole "\n\n" of the text.
+          assert len(c["step_scores"]) <= c["text"].count("\n\n") + 1, c
+          steps.append(len(c["step_scores"]))
+  assert max(steps) > 1  # steps did end inside solutions
 
 
 def _run(capsys, files, tmp_path, *overrides) -> str:
