@@ -38,7 +38,7 @@ Prompts (task.*). An off-the-shelf instruct policy should see the turns it was t
                  pre-tokenizer does for "\\n\\n", SentencePiece byte tokens always do) is
                  refused; Qwen2's and Llama 3's keep a run of line breaks in one token. A
                  sampled "\\n", "\\n" (two tokens where the tokenizer has one) is not a step end:
-                 the step goes on to the next such token or search.max_step_tokens. On a bash
+                 the step goes on to the next such token, eos or search.max_new_tokens. On a bash
                  command line write the delimiter as $'\\n\\n' ('\\n' is a backslash and an n,
                  and is refused).
 

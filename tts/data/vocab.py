@@ -135,8 +135,8 @@ def step_end_ids(vocab: Tokenizer, delimiter: str) -> frozenset[int]:
   break and the next line's indentation), whose step would otherwise run into the next
   line. A delimiter split over two tokens (".\\n" then "\\n", or a sampled "\\n", "\\n"
   where the tokenizer has "\\n\\n") is not a step end: the step goes on to the next token
-  that contains the whole delimiter, or to the search's max_step_tokens. With NEWLINE every
-  tokenizer here has such tokens; a multi-character delimiter needs a subword vocabulary
-  that has them (bytes have none: `tasks.make_task` refuses that config).
+  that contains the whole delimiter, eos or the length cap. With NEWLINE every tokenizer
+  here has such tokens; a multi-character delimiter needs a subword vocabulary that keeps
+  it in one token between words (`tasks.make_task` refuses one that does not, bytes too).
   """
   return frozenset(i for i in range(vocab.vocab_size) if delimiter in vocab.decode([i]))

@@ -48,16 +48,16 @@ def verifier_config(cfg, name: str) -> VerifierConfig:
                              f"search.verifiers.{name}")
 
 
-def prm_token_ids(spec: VerifierConfig, vocab, field: str) -> tuple[int, int] | None:
-  """(good, bad) token ids of a causal-LM PRM from `good_token` / `bad_token`, if given."""
-  if not spec.good_token and not spec.bad_token:
+def prm_token_ids(good_token: str, bad_token: str, vocab, field: str) -> tuple[int, int] | None:
+  """(good, bad) token ids of a causal-LM PRM, if the tokens are given."""
+  if not good_token and not bad_token:
     return None
   ids = []
-  for key in ("good_token", "bad_token"):
-    tokens = vocab.encode(getattr(spec, key))
+  for key, text in (("good_token", good_token), ("bad_token", bad_token)):
+    tokens = vocab.encode(text)
     if len(tokens) != 1:
-      raise ValueError(f"{field}.{key}={getattr(spec, key)!r} is {len(tokens)} tokens; a "
-                       "causal-LM PRM needs one token each for good_token and bad_token")
+      raise ValueError(f"{field}.{key}={text!r} is {len(tokens)} tokens; a causal-LM PRM "
+                       "needs one token each for good_token and bad_token")
     ids.append(tokens[0])
   return tuple(ids)
 
@@ -72,7 +72,8 @@ def named_verifier(cfg, task, workdir: str, name: str, user: str,
                      f"{', '.join(verifiers)}")
   spec = verifier_config(cfg, name)
   return load_verifier(workdir, spec.path, f"search.verifiers.{name}.path",
-                       prm_token_ids(spec, task.vocab, f"search.verifiers.{name}"), sharding)
+                       prm_token_ids(spec.good_token, spec.bad_token, task.vocab,
+                                     f"search.verifiers.{name}"), sharding)
 
 
 def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: str,
