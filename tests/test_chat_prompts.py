@@ -18,9 +18,10 @@ from tts.atomic_files import read_jsonl  # noqa: E402
 from tts.data.hf_tokenizer import HFTokenizer  # noqa: E402
 from tts.data.tasks import make_task, task_config  # noqa: E402
 from tts.data.vocab import NEWLINE, step_end_ids  # noqa: E402
+from tts.stages import search  # noqa: E402
 from tts.train import labelling  # noqa: E402
 
-MATH_HF = "configs/math_hf.py"
+MATH_HF = test_math_hf.CONFIG
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 USER = "Solve the problem.\n\n{problem}"
 
@@ -103,7 +104,6 @@ def test_a_blank_line_delimiter_ends_steps_at_paragraphs(files):
 
 def test_the_search_stops_steps_at_the_tasks_delimiter(files, monkeypatch):
   """The search stage's decoder stops rows on Task.step_end_ids (and eos)."""
-  from tts.stages import search
   task = _task(files, step_delimiter="\n\n")
   monkeypatch.setattr(search, "named_verifier", lambda *args: None)
   cfg = ml_collections.ConfigDict({"search": dict(
@@ -159,8 +159,9 @@ def test_the_pipeline_prompts_in_chat_and_searches_by_paragraph(files, chat_run)
 def _run(capsys, files, tmp_path, *overrides) -> str:
   """`tts run configs/math_hf.py` with the plain tokenizer, in a new workdir; returns its
   error line."""
+  workdir = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
   with pytest.raises(SystemExit):
-    cli.main(["run", MATH_HF, "--workdir", str(tmp_path / f"run{len(list(tmp_path.iterdir()))}"),
+    cli.main(["run", MATH_HF, "--workdir", str(workdir),
               f"--config.task.path={files / 'math.jsonl'}",
               f"--config.policy.small.hf_path={files / 'plain'}", *overrides])
   err = capsys.readouterr().err.splitlines()[-1]
