@@ -22,9 +22,9 @@ setuptools.setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        # Hugging Face checkpoints: import, export, tokenizers (no torch: it would clash with a
-        # serving stack's own).
-        "hf": ["safetensors>=0.4", "tokenizers>=0.19"],
+        # Hugging Face checkpoints: import, export, tokenizers, chat templates (transformers,
+        # without torch: torch would clash with a serving stack's own).
+        "hf": ["safetensors>=0.4", "tokenizers>=0.19", "transformers>=4.45"],
         # The tests compare with transformers on CPU (torch pinned to the CI's local wheel).
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.45"],
         # The jax build for the accelerator: `pip install -e '.[tpu]'` on a Cloud TPU VM,

@@ -18,6 +18,61 @@ search.verifiers at prm/final and orm/final. Difficulty, compute-optimal selecti
 FLOPs-matched comparison and the report follow (report/summary.md); the revision stages are
 off (a revision model is trained, not imported: add the demo's revision sections to train
 one from the imported policy). Everything else is the demo's (configs/demo.py).
+
+Prompts (task.*). An off-the-shelf instruct policy should see the turns it was tuned on:
+  prompt_format  "plain" (default): "Problem: {problem}\\nSolution:\\n", what the demo's
+                 policies are trained on. "chat": the tokenizer's chat template (its
+                 tokenizer_config.json `chat_template` or chat_template.jinja), rendered by
+                 transformers' apply_chat_template with add_generation_prompt=True, so the
+                 prompt ends where the assistant's answer starts. A tokenizer without one
+                 (or task.tokenizer=bytes) is an error naming the field.
+  system_prompt  "chat" only: the system turn; "" (default) gives none (a template may then
+                 add its own default, as Qwen2.5's does).
+  user_template  "chat" only: the user turn, "{problem}" replaced by the problem (default
+                 "{problem}"); other braces, such as \\boxed{}, are kept as they are.
+  step_delimiter The text that ends a step (default "\\n", a line; search-and-learn uses
+                 "\\n\\n", a blank line). The reference solutions' lines are joined with it,
+                 and a step ends on every token whose text contains it (tts/data/vocab.py
+                 step_end_ids: search, labelling and the revision ORM use that one rule). A
+                 tokenizer that splits the delimiter over two tokens between words (GPT-2's
+                 pre-tokenizer does for "\\n\\n", SentencePiece byte tokens always do) is
+                 refused; Qwen2's and Llama 3's keep a run of line breaks in one token. A
+                 sampled "\\n", "\\n" (two tokens where the tokenizer has one) is not a step end:
+                 the step goes on to the next such token, eos or search.max_new_tokens. On a bash
+                 command line write the delimiter as $'\\n\\n' ('\\n' is a backslash and an n,
+                 and is refused).
+
+PRM input (search.verifiers.<name>: path, kind, good_token, bad_token, and param_dtype /
+dtype / cache_dtype for an imported checkpoint; other fields are an
+error). Supported: the verifier reads the policy's own token stream, prompt (plain or chat,
+as formatted above) and steps unchanged, through its own KV cache beside the policy's, and
+is read after each step's last token (the one containing step_delimiter): a PRM trained
+here (label / prm stages, from the imported policy), one exported with `tts export`, or a
+causal LM with the policy's tokenizer read as P(good_token) against P(bad_token) after that
+token. Not supported: a step tag inserted after each step and read there (Math-Shepherd's
+released PRM, "ки" before each line break), a PRM with its own prompt or chat format (each
+step a turn, as RLHFlow's PRMs; a separator token and a classification head, as
+Qwen2.5-Math-PRM), or one with another tokenizer: each needs the verifier's text rebuilt
+and re-read at every step rather than the policy's tokens appended once, which the search
+(tts/search/tree.py), the difficulty stage and the verifier readings do not do.
+
+An off-the-shelf instruct policy (Qwen2.5-Math-1.5B-Instruct style ChatML, steps as
+paragraphs) with a PRM in the supported format:
+
+  SYSTEM='Please reason step by step, and put your final answer within \\boxed{}.'
+  tts run configs/math_hf.py --workdir runs/qwen_math \\
+    --config.task.path=math.jsonl \\
+    --config.policy.small.hf_path=/models/Qwen2.5-Math-1.5B-Instruct \\
+    --config.policy.large.hf_path=/models/policy-large \\
+    --config.task.prompt_format=chat \\
+    --config.task.system_prompt="$SYSTEM" \\
+    --config.task.step_delimiter=$'\\n\\n' \\
+    --config.search.verifiers.prm.path=/models/prm \\
+    --config.search.verifiers.prm.good_token=+ --config.search.verifiers.prm.bad_token=- \\
+    --config.flops.pretraining_tokens=TOKENS  # the large model's
+
+The policy stops at config.json's eos_token_id (one id; for a chat model it should end the
+assistant's turn, <|im_end|> for Qwen2.5's instruct models).
 """
 import importlib.util
 import os

@@ -111,7 +111,7 @@ def main():
   width = sampler.pad_prompts(prompts, task.vocab.pad_id)[0].shape[1]
   decoder = tree.Decoder(policy, ver, SamplingConfig(temperature=args.temperature,
                                                      max_new_tokens=cfg.data.max_len),
-                         tuple(sorted(task.vocab.step_end_ids)), task.vocab.eos_id,
+                         tuple(sorted(task.step_end_ids)), task.vocab.eos_id,
                          task.vocab.pad_id, prompt_width=width, max_step_tokens=16)
   reference = RefeedEngine(decoder)
   shape = methods.tree_shape(MethodConfig("beam", beam_width=args.m), args.n)

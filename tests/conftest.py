@@ -23,8 +23,8 @@ import pytest  # noqa: E402
 # Tests using these fixtures run the pipeline or training subprocesses (tens of seconds to
 # minutes each on 2 cores): they are marked `slow`, so `pytest -m "not slow"` is the quick
 # day-to-day check. Other slow tests carry @pytest.mark.slow themselves. CI runs everything.
-SLOW_FIXTURES = {"tiny_run", "copy_run", "made_run", "math_hf_run", "reference_run", "run_train",
-                 "start_train"}
+SLOW_FIXTURES = {"tiny_run", "copy_run", "made_run", "math_hf_run", "chat_run", "reference_run",
+                 "run_train", "start_train"}
 
 
 def pytest_configure(config):

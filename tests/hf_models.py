@@ -11,20 +11,48 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 SPECIALS = ("<pad>", "<eos>", "<unk>")
 
 
-def save_bpe_tokenizer(directory: str, texts, vocab_size: int = 320) -> str:
+# Qwen2.5-Instruct's ChatML template, cut to system / user / assistant turns: a default
+# system turn when none is given, the assistant's turn opened by add_generation_prompt.
+CHATML = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}{%- if message.role != 'system' %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+CHAT_SPECIALS = ("<|im_start|>", "<|im_end|>")
+# Qwen2's (and Llama 3's) pre-tokenizer split: a run of line breaks stays one piece, so
+# "\n\n" before a word can be one token (GPT-2's splits it into "\n", "\n").
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
+               r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def save_bpe_tokenizer(directory: str, texts, vocab_size: int = 320,
+                       chat_template: str | None = None, qwen2_split: bool = False) -> str:
   """A byte-level BPE trained on `texts` (merges across spaces and newlines stay apart):
-  ids 0, 1, 2 are pad, eos, unk. Returns the directory."""
+  ids 0, 1, 2 are pad, eos, unk. With a `chat_template` (such as CHATML), also its
+  CHAT_SPECIALS as special tokens and the template in tokenizer_config.json; qwen2_split:
+  Qwen2's pre-tokenizer instead of GPT-2's. Returns the directory."""
+  specials = list(SPECIALS) + (list(CHAT_SPECIALS) if chat_template else [])
   tok = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.pre_tokenizer = pre_tokenizers.Sequence([
+      pre_tokenizers.Split(tokenizers.Regex(QWEN2_SPLIT), "isolated"),
+      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+  ]) if qwen2_split else pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS),
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
   tok.train_from_iterator(list(texts), trainer)
   os.makedirs(directory, exist_ok=True)
   tok.save(os.path.join(directory, "tokenizer.json"))
+  config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>",
+            "eos_token": "<eos>", "unk_token": "<unk>"}
+  if chat_template:
+    config["chat_template"] = chat_template
   with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-    json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>",
-               "eos_token": "<eos>", "unk_token": "<unk>"}, f)
+    json.dump(config, f)
   return directory
 
 

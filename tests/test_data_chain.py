@@ -125,7 +125,7 @@ def test_word_vocabulary_round_trip_and_step_ends():
   assert vocab.tokens(text) == ["3", "+", "5", "=", "8", "\n", "8", "*", "2", "=", "16", "\n"]
   assert vocab.decode([vocab.pad_id] + vocab.encode(text) + [vocab.eos_id, vocab.pad_id]) == text
   assert vocab.encode("3 + banana") == vocab.encode("3 +") + [vocab.unk_id]
-  assert vocab.step_end_ids == frozenset({vocab.encode("\n")[0]})
+  assert task.step_end_ids == frozenset({vocab.encode("\n")[0]})
   assert vocab.vocab_size == 3 + 9 + SMALL["modulus"]
   assert vocab == chain.chain_vocabulary(SMALL["modulus"])
 

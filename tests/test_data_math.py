@@ -11,7 +11,7 @@ import pytest
 from tts.data import math_grader, math_jsonl
 from tts.data.errors import DataError
 from tts.data.tasks import make_task, task_config
-from tts.data.vocab import ByteVocabulary
+from tts.data.vocab import NEWLINE, ByteVocabulary, step_end_ids
 
 TINY = os.path.join(os.path.dirname(__file__), "data", "math_tiny.jsonl")
 GOOD = {"problem": "What is $1+1$?", "solution": "It is $\\boxed{2}$."}
@@ -194,8 +194,8 @@ def test_byte_vocabulary_round_trip_and_step_ends():
   ids = vocab.encode(text)
   assert min(ids) >= 3 and max(ids) < vocab.vocab_size == 259
   assert vocab.decode([vocab.pad_id] + ids + [vocab.eos_id]) == text
-  assert vocab.step_end_ids == frozenset({ord("\n") + 3})
-  assert [i for i, t in enumerate(ids) if t in vocab.step_end_ids] == [
+  assert step_end_ids(vocab, NEWLINE) == frozenset({ord("\n") + 3})
+  assert [i for i, t in enumerate(ids) if t in step_end_ids(vocab, NEWLINE)] == [
     i for i, b in enumerate(text.encode()) if b == ord("\n")
   ]
   task = make_task(task_config("math_jsonl", path=TINY))

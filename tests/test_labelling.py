@@ -1,4 +1,6 @@
 """Monte-Carlo step labels against a toy policy whose success probabilities are known."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -15,7 +17,6 @@ WORDS = {NEWLINE: "\n", RIGHT: "R", WRONG: "W", START: "S"}
 
 class ToyVocab:
   pad_id, eos_id, unk_id, vocab_size = PAD, EOS, 2, 6
-  step_end_ids = frozenset({NEWLINE})
 
   def encode(self, text):
     return [k for ch in text for k, w in WORDS.items() if w == ch]
@@ -101,6 +102,17 @@ def test_step_ends_exclude_eos_and_close_an_unterminated_last_step():
   assert labelling.step_ends([RIGHT, NEWLINE, WRONG, NEWLINE, EOS], steps, EOS) == [1, 3]
   assert labelling.step_ends([RIGHT, NEWLINE, WRONG, EOS], steps, EOS) == [1, 2]
   assert labelling.step_ends([EOS], steps, EOS) == []
+
+
+def test_sampled_solutions_end_steps_where_the_tasks_delimiter_says():
+  """Steps are split by Task.step_end_ids, from the task's step_delimiter (here the mark W,
+  not the newline)."""
+  task = dataclasses.replace(TASK, step_delimiter=WORDS[WRONG])
+  solutions, _, _ = labelling.sample_solutions(task, toy_policy(), EXAMPLES[:8], list(range(8)),
+                                               4, SAMPLING, jax.random.key(0), batch_size=32)
+  by_newline = [labelling.step_ends(s.tokens, {NEWLINE}, EOS) for s in solutions]
+  assert [s.step_ends for s in solutions] == [
+      labelling.step_ends(s.tokens, {WRONG}, EOS) for s in solutions] != by_newline
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The revision stages at toy scale (the shared tiny_run): trajectories in the documented
 format, the checkpoint rule, one result file per budget split, and identical files when the
 search stage is redone from scratch."""
+import dataclasses
 import json
 import os
 
@@ -11,6 +12,7 @@ from tts.atomic_files import read_jsonl
 from tts.data.revisions import WINDOW
 from tts.data.tasks import make_task
 from tts.search import revisions
+from tts.stages.revision import orm_records
 
 
 def _json(*parts):
@@ -80,3 +82,19 @@ def test_revision_search_redone_from_scratch_gives_identical_files(copy_run, tin
   for name in names:
     with open(os.path.join(old_dir, name), "rb") as a, open(os.path.join(new_dir, name), "rb") as b:
       assert a.read() == b.read(), name
+
+
+def test_orm_records_split_steps_by_the_tasks_delimiter():
+  """The revision ORM's training records split answers into steps by Task.step_end_ids, the
+  rule search and labelling use (here "=", not the newline)."""
+  task = make_task(config().task)
+  example = task.examples("train")[0]
+  tokens = task.vocab.encode(example["solution"]) + [task.vocab.eos_id]
+  examples = [{**example, "prompt_ids": task.vocab.encode(example["prompt"])}]
+  chains = [[[revisions.Answer(tokens, 0)]]]
+  equals = dataclasses.replace(task, step_delimiter="=")
+  (record,) = orm_records(equals, examples, chains, WINDOW)
+  ends = [i for i, t in enumerate(tokens[:-1]) if task.vocab.decode([t]) == "="]
+  assert record["step_ends"] == ends + [len(tokens) - 2] and record["correct"]
+  (by_line,) = orm_records(task, examples, chains, WINDOW)
+  assert by_line["step_ends"] != record["step_ends"]

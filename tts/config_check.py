@@ -5,6 +5,7 @@ from tts import config_schema
 from tts.model.config import ModelConfig
 from tts.scaling.config import DifficultyConfig, FlopsConfig, ReportConfig, SelectConfig
 from tts.search.methods import MethodConfig
+from tts.search.verifier import VerifierConfig
 from tts.train.config import TrainConfig
 
 TYPED = {"prm": TrainConfig, "orm": TrainConfig, "revision": TrainConfig,
@@ -44,6 +45,8 @@ def check_config(config):
         config_schema.check_value(section[field], kind, f"{name}.{field}", positive=True)
   for name, fields in _section(config.get("search", {}), "search.methods", "beam4").items():
     config_schema.build(MethodConfig, fields, f"search.methods.{name}")
+  for name, fields in _section(config.get("search", {}), "search.verifiers", "prm").items():
+    config_schema.build(VerifierConfig, fields, f"search.verifiers.{name}")
   base = _section(config, "verifiers", "heldout_fraction").get("base", "small")
   if "prm" in config or "orm" in config:
     models = sorted(config.get("policy", {}))

@@ -38,7 +38,6 @@ class HFTokenizer:
 
   eos: config.json `eos_token_id` (the first, if a list), else tokenizer_config.json
   `eos_token`. pad: `pad_token_id` / `pad_token`, else eos (Llama has no pad token).
-  Step ends: every token whose text contains a newline.
   """
 
   def __init__(self, directory: str):
@@ -71,8 +70,6 @@ class HFTokenizer:
     unk = _token_text(tok_cfg.get("unk_token"))
     self.unk_id = None if unk is None else self._tok.token_to_id(unk)
     self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
-    self.step_end_ids = frozenset(i for i in range(self.vocab_size)
-                                  if NEWLINE in self._tok.decode([i], skip_special_tokens=False))
 
   def encode(self, text: str) -> list[int]:
     return self._tok.encode(text, add_special_tokens=False).ids

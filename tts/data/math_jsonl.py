@@ -6,25 +6,27 @@ Each line of the file is a JSON object:
      "answer": str (optional; else the last \\boxed{} of the solution),
      "level": int or "Level 3" (optional), "id": str or int (optional)}
 
-Records come out in the same shape as the generated task's, with
-prompt = "Problem: {problem}\\nSolution:\\n" and the solution's non-blank lines
-as its steps (newline-separated, ending in a newline), so the step-level search
-treats a line of a MATH solution like a line of an arithmetic chain.
+Records come out in the same shape as the generated task's, with the prompt of
+`task.prompt_format` (tts/data/prompts.py: "Problem: {problem}\\nSolution:\\n", or the
+tokenizer's chat template) and the solution's non-blank lines as its steps, each followed
+by `task.step_delimiter` (a newline by default, so the step-level search treats a line of
+a MATH solution like a line of an arithmetic chain; "\\n\\n" as search-and-learn).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
 import warnings
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from tts.atomic_files import read_text
-from tts.data import math_grader
+from tts.data import math_grader, prompts
 from tts.data.errors import DataError
 
 # A line this long is most likely several records run together, or not a problem at all.
@@ -59,7 +61,8 @@ def _level(value: Any, where: str) -> int | None:
   )
 
 
-def _record(obj: Any, where: str, default_id: str) -> dict:
+def _record(obj: Any, where: str, default_id: str, prompt: Callable[[str], str],
+            step_delimiter: str) -> dict:
   """One normalised example from one parsed JSON line."""
   if not isinstance(obj, dict):
     raise DataError(f"{where}: the line is not a JSON object; {_LINE_HINT}")
@@ -90,15 +93,18 @@ def _record(obj: Any, where: str, default_id: str) -> dict:
   return {
     "id": str(example_id),
     "question": obj["problem"],
-    "prompt": f"Problem: {obj['problem']}\nSolution:\n",
-    "solution": "\n".join(steps) + "\n",
+    "prompt": prompt(obj["problem"]),
+    "solution": "".join(step + step_delimiter for step in steps),
     "answer": answer,
     "difficulty": _level(obj["level"], where) if "level" in obj else None,
   }
 
 
-def read_math_jsonl(path: str, field: str = "task.path") -> list[dict]:
-  """Normalised records of one file; `field` is the config field that named it."""
+def read_math_jsonl(path: str, field: str = "task.path",
+                    prompt: Callable[[str], str] = prompts.plain_prompt,
+                    step_delimiter: str = "\n") -> list[dict]:
+  """Normalised records of one file; `field` is the config field that named it, `prompt`
+  makes a record's prompt from its problem and `step_delimiter` follows each step."""
   if not os.path.isfile(path):
     raise DataError(
       f"{field}={path!r}: no such file; point {field} at a MATH-format "
@@ -117,7 +123,7 @@ def read_math_jsonl(path: str, field: str = "task.path") -> list[dict]:
       obj = json.loads(line)
     except json.JSONDecodeError as e:
       raise DataError(f"{where}: not valid JSON ({e.msg}); {_LINE_HINT}") from None
-    record = _record(obj, where, default_id=f"{stem}-{line_no:05d}")
+    record = _record(obj, where, f"{stem}-{line_no:05d}", prompt, step_delimiter)
     if record["id"] in ids:
       raise DataError(
         f"{where}: id {record['id']!r} is used by an earlier line; ids must be unique"
@@ -140,6 +146,9 @@ class MathJsonlConfig:
   Either `path` (one file; test_fraction of its questions become the test split)
   or `train_path` and `test_path`. val_fraction of the remaining training
   questions become the validation split. Splits are disjoint by problem text.
+  prompt_format "chat" uses the tokenizer's chat template with `system_prompt` (empty: no
+  system turn) and `user_template` (PROBLEM is replaced by the problem); see
+  tts/data/prompts.py. `step_delimiter` ends each step (vocab.step_end_ids says how).
   """
 
   path: str = ""
@@ -149,6 +158,10 @@ class MathJsonlConfig:
   test_fraction: float = 0.2
   seed: int = 0
   tokenizer: str = "bytes"  # or a Hugging Face checkpoint directory (its tokenizer.json)
+  prompt_format: str = "plain"  # or "chat"
+  system_prompt: str = ""
+  user_template: str = prompts.PROBLEM
+  step_delimiter: str = "\n"
 
   def __post_init__(self):
     if bool(self.path) == bool(self.train_path or self.test_path):
@@ -164,6 +177,28 @@ class MathJsonlConfig:
       raise ValueError(f"task.test_fraction={self.test_fraction} must be in (0, 1)")
     if not isinstance(self.seed, int) or self.seed < 0:
       raise ValueError(f"task.seed={self.seed!r} must be a non-negative integer")
+    if self.prompt_format not in prompts.PROMPT_FORMATS:
+      raise ValueError(f"task.prompt_format={self.prompt_format!r} is unknown; use one of "
+                       f"{prompts.PROMPT_FORMATS}")
+    if self.prompt_format == "plain":
+      for name in ("system_prompt", "user_template"):
+        if getattr(self, name) != getattr(MathJsonlConfig, name):
+          raise ValueError(f"task.{name} is set but task.prompt_format='plain' does not use "
+                           "it; set task.prompt_format='chat' or leave it out")
+    if prompts.PROBLEM not in self.user_template:
+      raise ValueError(f"task.user_template={self.user_template!r} has no {prompts.PROBLEM}; "
+                       "put it where the problem goes")
+    if not self.step_delimiter or "\\n" in self.step_delimiter:
+      raise ValueError(f"task.step_delimiter={self.step_delimiter!r} must be the text that "
+                       "ends a step, such as a line break or two: on a bash command line "
+                       "write --config.task.step_delimiter=$'\\n\\n' (a plain '\\n' is a "
+                       "backslash and an n)")
+
+  def prompt(self) -> Callable[[str], str]:
+    """problem -> prompt text in this config's format."""
+    if self.prompt_format == "plain":
+      return prompts.plain_prompt
+    return prompts.chat_prompt(self.tokenizer, self.system_prompt, self.user_template)
 
 
 def _split_by_question(
@@ -182,16 +217,15 @@ def _split_by_question(
 def load_splits(config: MathJsonlConfig) -> dict[str, list[dict]]:
   """train / val / test, deterministic in the files and `config.seed`."""
   rng = np.random.default_rng(config.seed)
+  read = functools.partial(read_math_jsonl, prompt=config.prompt(),
+                           step_delimiter=config.step_delimiter)
   if config.path:
-    test, train = _split_by_question(read_math_jsonl(config.path), config.test_fraction, rng)
+    test, train = _split_by_question(read(config.path), config.test_fraction, rng)
   else:
-    test = read_math_jsonl(config.test_path, "task.test_path")
+    test = read(config.test_path, "task.test_path")
     test_questions = {r["question"] for r in test}
-    train = [
-      r
-      for r in read_math_jsonl(config.train_path, "task.train_path")
-      if r["question"] not in test_questions
-    ]
+    train = [r for r in read(config.train_path, "task.train_path")
+             if r["question"] not in test_questions]
   val, train = _split_by_question(train, config.val_fraction, rng)
   return {"train": train, "val": val, "test": test}
 

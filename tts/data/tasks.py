@@ -19,7 +19,8 @@ import ml_collections
 
 from tts import config_schema
 from tts.data import chain, math_jsonl
-from tts.data.vocab import ByteVocabulary, Tokenizer
+from tts.data import vocab as vocabulary
+from tts.data.vocab import NEWLINE, ByteVocabulary, Tokenizer
 
 SPLITS = ("train", "val", "test")
 KINDS = ("chain", "math_jsonl")
@@ -42,6 +43,13 @@ class Task:
   extract_answer: Callable[[str], str | None]
   is_correct: Callable[[str, Mapping[str, Any]], bool]
   same_answer: Callable[[str | None, str | None], bool]
+  step_delimiter: str = NEWLINE  # the text that ends a solution step
+
+  @property
+  def step_end_ids(self) -> frozenset[int]:
+    """The tokens that end a step, for search, labelling and revision alike (the rule is
+    vocab.step_end_ids)."""
+    return vocabulary.step_end_ids(self.vocab, self.step_delimiter)
 
   def examples(self, split: str) -> list[dict]:
     """A new list of the split's examples (the dicts are shared: do not mutate)."""
@@ -89,6 +97,25 @@ def _fields(cfg: Mapping[str, Any]) -> dict:
   return {k: v for k, v in cfg.items() if k != "kind"}
 
 
+# A step delimiter between the kinds of text a solution's steps end and start with.
+_DELIMITER_CONTEXTS = (("We add", "Then"), ("2 + 3 = 5.", "$x$"), ("$\\frac{1}{2}$", "12"),
+                       ("x)", " so"))
+
+
+def _check_step_delimiter(task: Task, tokenizer: str):
+  """Steps end on tokens (vocab.step_end_ids): a tokenizer that splits the delimiter over
+  two tokens between ordinary text (GPT-2's pre-tokenizer splits "\\n\\nThen" into "\\n",
+  "\\n", "Then"; SentencePiece's byte tokens hold one newline each) could never end a step
+  there, so such a config is refused rather than run with steps that run together."""
+  for left, right in _DELIMITER_CONTEXTS:
+    text = left + task.step_delimiter + right
+    if not set(task.vocab.encode(text)) & task.step_end_ids:
+      raise ValueError(
+          f"task.step_delimiter={task.step_delimiter!r}: task.tokenizer={tokenizer!r} "
+          f"splits it over several tokens in {text!r}, so a step could not end there; use "
+          "'\\n', or a tokenizer that keeps it in one token (such as Qwen2's or Llama 3's)")
+
+
 def make_task(cfg: Mapping[str, Any]) -> Task:
   """The Task for `cfg` (a ConfigDict such as `config.task`, or a dict).
 
@@ -110,12 +137,19 @@ def make_task(cfg: Mapping[str, Any]) -> Task:
     )
   if kind == "math_jsonl":
     config = config_schema.build(math_jsonl.MathJsonlConfig, _fields(cfg), "task")
-    return Task(
+    if config.prompt_format == "chat" and config.tokenizer in TOKENIZERS:
+      raise ValueError(f"task.prompt_format='chat' needs a chat template, which "
+                       f"task.tokenizer={config.tokenizer!r} has not; set task.tokenizer to a "
+                       "Hugging Face checkpoint directory, or task.prompt_format='plain'")
+    task = Task(
       name=_name(kind, config),
       vocab=make_tokenizer(config.tokenizer),
       load_splits=functools.cache(functools.partial(math_jsonl.load_splits, config)),
       extract_answer=math_jsonl.extract_answer,
       is_correct=math_jsonl.is_correct,
       same_answer=math_jsonl.same_answer,
+      step_delimiter=config.step_delimiter,
     )
+    _check_step_delimiter(task, config.tokenizer)
+    return task
   raise ValueError(f"task.kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")

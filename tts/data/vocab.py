@@ -1,13 +1,14 @@
 """Pure-Python tokenizers behind one small interface.
 
 The model, sampler and trainer only need ids for padding and end of sequence, the
-vocabulary size, text <-> ids, and which tokens end a solution step (the sampler
-stops a row there during step-level search). Keeping this pure Python keeps
+vocabulary size and text <-> ids; `step_end_ids` says which tokens end a solution step
+(the sampler stops a row there during step-level search). Keeping this pure Python keeps
 TensorFlow out of every hot path; `tts.data.seqio_tasks` wraps these for seqio.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol, Sequence
 
 NEWLINE = "\n"
@@ -17,15 +18,13 @@ class Tokenizer(Protocol):
   """What the rest of the code may assume about a tokenizer.
 
   `decode` does not stop at `eos_id`; it drops pad and eos ids wherever they
-  are, so callers truncate first if they mean to. `step_end_ids` are the ids
-  whose text contains a newline: solution steps are lines.
+  are, so callers truncate first if they mean to.
   """
 
   pad_id: int
   eos_id: int
   unk_id: int | None
   vocab_size: int
-  step_end_ids: frozenset[int]
 
   def encode(self, text: str) -> list[int]: ...
 
@@ -60,7 +59,6 @@ class WordVocabulary:
       )
     self._ids = {w: i for i, w in enumerate(self.words)}
     self.vocab_size = len(self.words)
-    self.step_end_ids = frozenset(i for i, w in enumerate(self.words) if w == NEWLINE)
 
   def tokens(self, text: str) -> list[str]:
     """The words of `text`: newline-separated lines, each split on spaces."""
@@ -108,7 +106,6 @@ class ByteVocabulary:
   OFFSET = 3
   pad_id, eos_id, unk_id = 0, 1, 2
   vocab_size = 256 + OFFSET
-  step_end_ids = frozenset({ord(NEWLINE) + OFFSET})
 
   def encode(self, text: str) -> list[int]:
     return [b + self.OFFSET for b in text.encode("utf-8")]
@@ -125,3 +122,21 @@ class ByteVocabulary:
 
   def __repr__(self) -> str:
     return "ByteVocabulary()"
+
+
+@functools.cache
+def step_end_ids(vocab: Tokenizer, delimiter: str) -> frozenset[int]:
+  """Ids of the tokens that end a solution step: those whose own text contains `delimiter`
+  (NEWLINE: a step is a line; "\\n\\n", as search-and-learn: a paragraph).
+
+  The sampler can only stop on a token id, so a step ends at a token boundary: the first one
+  at or after the delimiter. "Contains" rather than "ends with" because byte-level BPE merges
+  the delimiter with what is around it: ".\\n\\n" ends a step, and so does "\\n   " (a line
+  break and the next line's indentation), whose step would otherwise run into the next
+  line. A delimiter split over two tokens (".\\n" then "\\n", or a sampled "\\n", "\\n"
+  where the tokenizer has "\\n\\n") is not a step end: the step goes on to the next token
+  that contains the whole delimiter, eos or the length cap. With NEWLINE every tokenizer
+  here has such tokens; a multi-character delimiter needs a subword vocabulary that keeps
+  it in one token between words (`tasks.make_task` refuses one that does not, bytes too).
+  """
+  return frozenset(i for i in range(vocab.vocab_size) if delimiter in vocab.decode([i]))

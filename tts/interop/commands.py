@@ -24,8 +24,8 @@ def import_checkpoint(hf_dir: str, out: str, good_token: str = "", bad_token: st
   if good_token or bad_token:
     from tts.data.hf_tokenizer import HFTokenizer
     from tts.stages.search import prm_token_ids
-    prm_ids = prm_token_ids({"good_token": good_token, "bad_token": bad_token},
-                            HFTokenizer(hf_dir), "tts import --good_token/--bad_token")
+    prm_ids = prm_token_ids(good_token, bad_token, HFTokenizer(hf_dir),
+                            "tts import --good_token/--bad_token")
   model = load_hf_model(hf_dir, prm_token_ids=prm_ids)
   save_params(out, model.params, model.cfg)
   keep_checkpoint_files(hf_dir, out)

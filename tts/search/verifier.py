@@ -6,6 +6,7 @@ reading after the last step means anything. Both are the same model with `value_
 incrementally: the verifier keeps its own KV cache per candidate row, takes each new step
 once, and is reordered with the policy's rows when beams are selected.
 """
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -20,6 +21,27 @@ from tts.search import sampler
 
 KINDS = ("prm", "orm")
 STEP_AGGREGATIONS = ("last", "min", "prod")
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifierConfig:
+  """One `search.verifiers.<name>`: the model at `path` and its `kind`. It reads the policy's
+  own tokens (prompt and steps) and is read after each step's last token. good_token and
+  bad_token: a Hugging Face causal LM read as a PRM in the Math-Shepherd convention,
+  P(good) against P(bad) as the next token (tts/interop/hf_import.py); configs/math_hf.py
+  says which PRM input formats are not supported."""
+  path: str = ""
+  kind: str = "prm"
+  good_token: str = ""
+  bad_token: str = ""
+  # A Hugging Face checkpoint's precision (ModelConfig's dtype fields); "": its own.
+  param_dtype: str = ""
+  dtype: str = ""
+  cache_dtype: str = ""
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"kind={self.kind!r}; use one of {KINDS}")
 
 
 class Scores(NamedTuple):

@@ -167,7 +167,7 @@ def orm_records(task, examples, chains, window: int) -> list[dict]:
     for chain in per_question:
       for t, a in enumerate(chain):
         text = vocab.decode(a.tokens)
-        ends = labelling.step_ends(a.tokens, vocab.step_end_ids, vocab.eos_id)
+        ends = labelling.step_ends(a.tokens, task.step_end_ids, vocab.eos_id)
         if task.extract_answer(text) is None or not ends:
           continue
         out.append({"question": q, "step": t, "solution_ids": a.tokens, "step_ends": ends,

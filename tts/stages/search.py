@@ -4,6 +4,7 @@ Writes search/<method>/n<N>.jsonl (one record per question, schema in WORKSPACE.
 search/manifest.json (accuracy and mean counts per file). A file already written is read
 back instead of recomputed, so a killed stage resumes where it stopped.
 """
+import dataclasses
 import os
 
 import jax
@@ -17,7 +18,7 @@ from tts.model.sharding import DecodeSharding, decode_sharding
 from tts.search import methods, results, tree
 from tts.search.methods import MethodConfig
 from tts.search.sampler import SamplingConfig, pad_prompts
-from tts.search.verifier import KINDS, STEP_AGGREGATIONS, check_finite_readings
+from tts.search.verifier import STEP_AGGREGATIONS, VerifierConfig, check_finite_readings
 from tts.stages.data import read_split
 from tts.stages.policy import load_policy
 from tts.train.checkpoints import is_saved_model, load_model
@@ -44,16 +45,22 @@ def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None,
   return model
 
 
-def prm_token_ids(spec, vocab, field: str) -> tuple[int, int] | None:
-  """(good, bad) token ids of a causal-LM PRM from `good_token` / `bad_token`, if given."""
-  if not spec.get("good_token") and not spec.get("bad_token"):
+def verifier_config(cfg, name: str) -> VerifierConfig:
+  """`search.verifiers.<name>`, checked (unknown fields, kind)."""
+  return config_schema.build(VerifierConfig, cfg.search.verifiers[name],
+                             f"search.verifiers.{name}")
+
+
+def prm_token_ids(good_token: str, bad_token: str, vocab, field: str) -> tuple[int, int] | None:
+  """(good, bad) token ids of a causal-LM PRM, if the tokens are given."""
+  if not good_token and not bad_token:
     return None
   ids = []
-  for key in ("good_token", "bad_token"):
-    tokens = vocab.encode(spec.get(key) or "")
+  for key, text in (("good_token", good_token), ("bad_token", bad_token)):
+    tokens = vocab.encode(text)
     if len(tokens) != 1:
-      raise ValueError(f"{field}.{key}={spec.get(key)!r} is {len(tokens)} tokens; a causal-LM "
-                       "PRM needs one token each for good_token and bad_token")
+      raise ValueError(f"{field}.{key}={text!r} is {len(tokens)} tokens; a causal-LM PRM "
+                       "needs one token each for good_token and bad_token")
     ids.append(tokens[0])
   return tuple(ids)
 
@@ -66,12 +73,11 @@ def named_verifier(cfg, task, workdir: str, name: str, user: str,
   if name not in verifiers:
     raise ValueError(f"{user}={name!r} is not under search.verifiers; known: "
                      f"{', '.join(verifiers)}")
-  spec = verifiers[name]
-  if spec.kind not in KINDS:
-    raise ValueError(f"search.verifiers.{name}.kind={spec.kind!r}; use one of {KINDS}")
+  spec = verifier_config(cfg, name)
   return load_verifier(workdir, spec.path, f"search.verifiers.{name}.path",
-                       prm_token_ids(spec, task.vocab, f"search.verifiers.{name}"), sharding,
-                       spec)
+                       prm_token_ids(spec.good_token, spec.bad_token, task.vocab,
+                                     f"search.verifiers.{name}"), sharding,
+                       dataclasses.asdict(spec))
 
 
 def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: str,
@@ -86,7 +92,7 @@ def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: 
                               sharding),
       sampling=SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                               max_new_tokens=s.max_new_tokens),
-      step_end_ids=tuple(sorted(task.vocab.step_end_ids)), eos_id=task.vocab.eos_id,
+      step_end_ids=tuple(sorted(task.step_end_ids)), eos_id=task.vocab.eos_id,
       pad_id=task.vocab.pad_id, prompt_width=width, max_step_tokens=s.max_step_tokens)
 
 

@@ -139,5 +139,5 @@ def sample_solutions(task, policy: LoadedModel, examples: list[dict], questions:
     if answer is None:
       continue
     kept.append(Solution(q, n, tokens, answer, bool(task.is_correct(text, examples[q])),
-                         step_ends(tokens, vocab.step_end_ids, vocab.eos_id)))
+                         step_ends(tokens, task.step_end_ids, vocab.eos_id)))
   return kept, len(outs), sum(map(len, outs))
