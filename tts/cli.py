@@ -292,9 +292,6 @@ def _plan(parser, args, overrides):
   import jax
 
   from tts import experiment, plan
-  if jax.device_count() != args.devices:
-    fail(f"jax was started before with {jax.device_count()} devices, not --devices "
-         f"{args.devices}; run tts plan in a process of its own")
   models = tuple(m for m in args.models.split(",") if m) or tuple(plan.TRAINED)
   unknown = [m for m in models if m not in plan.TRAINED]
   if unknown:
@@ -302,6 +299,9 @@ def _plan(parser, args, overrides):
   steps = tuple(s for s in args.steps.split(",") if s)
   if not steps or set(steps) - set(plan.STEP_KINDS):
     fail(f"--steps {args.steps}: give {' or '.join(plan.STEP_KINDS)} or both, comma-separated")
+  if jax.device_count() != args.devices:  # starts jax's backend: after every flag is checked
+    fail(f"jax was started before with {jax.device_count()} devices, not --devices "
+         f"{args.devices}; run tts plan in a process of its own")
   try:
     request = plan.PlanRequest(args.devices, host_devices,
                                plan.model_shapes(config, hf_configs), models,
