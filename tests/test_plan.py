@@ -31,6 +31,10 @@ def parse_table(text: str) -> dict[str, dict]:
   start = next(i for i, line in enumerate(lines) if line.startswith("model "))
   rows = {}
   for line in lines[start + 1:]:
+    if line.startswith("search, "):
+      number, unit = line.split(": ")[-1].split(",")[0].split()
+      rows["search"] = {"total": float(number) * UNITS[unit], "fits": line.split(", ")[-1]}
+      continue
     cells = re.split(r"\s{2,}", line.strip())
     row = dict(zip(plan.COLUMNS, cells))
     for column in SIZE_COLUMNS:
@@ -50,7 +54,7 @@ def test_plan_equals_compiled_memory_of_real_arrays(tmp_path):
   assert done.returncode == 0, done.stderr[-4000:]
   result = json.loads(out.read_text())
   printed, reference = parse_table(result["table"]), result["reference"]
-  assert sorted(printed) == sorted(reference)
+  assert sorted(printed) == sorted(reference) + ["search"]
   fits = set()
   for key, ref in reference.items():
     row = printed[key]
@@ -68,6 +72,12 @@ def test_plan_equals_compiled_memory_of_real_arrays(tmp_path):
     assert row["fits"] == ("fits" if expected["total"] <= HBM_GIB * (1 << 30) else "does not fit")
     fits.add(row["fits"])
   assert fits == {"fits", "does not fit"}, "the tiny --hbm should split the steps"
+  total = lambda r: r["inputs"] + r["outputs"] - r["aliased"] + r["temp"]
+  decode, score = reference["policy.small/decode"], reference["prm/score"]
+  both = max(total(decode) + score["params"] + score["kv_cache"],
+             total(score) + decode["params"] + decode["kv_cache"])
+  assert printed["search"]["total"] == pytest.approx(both, rel=5e-4)
+  assert printed["search"]["fits"] == ("fits" if both <= HBM_GIB * (1 << 30) else "does not fit")
   assert printed["policy.small/train"]["rows x tokens"] == "8 x 40"
 
 

@@ -216,6 +216,17 @@ def plan(config, request: PlanRequest) -> list[StepMemory]:
   return out
 
 
+def search_total(steps: list[StepMemory]) -> int | None:
+  """A search keeps the policy and its verifier on the same devices: while one steps, the
+  other's weights and cache stay resident. The larger of the two sums (None without both)."""
+  decode = next((m for m in steps if m.step == "decode" and m.model == "policy.small"), None)
+  score = next((m for m in steps if m.step == "score"), None)
+  if decode is None or score is None:
+    return None
+  return max(decode.total + score.params + score.kv_cache,
+             score.total + decode.params + decode.kv_cache)
+
+
 def format_bytes(n: int) -> str:
   """Four significant digits in binary units (B, KiB, MiB, GiB)."""
   for unit, size in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
@@ -237,9 +248,15 @@ def table(steps: list[StepMemory], hbm_gib: float) -> str:
                                       m.outputs, m.aliased, m.temp, m.total)),
                   "fits" if m.total <= hbm_gib * GIB else "does not fit"))
   widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
-  return "\n".join("  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
+  text = "\n".join("  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
                              for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
                    for line in lines)
+  both = search_total(steps)
+  if both is not None:
+    fits = "fits" if both <= hbm_gib * GIB else "does not fit"
+    text += (f"\nsearch, policy.small and prm on the same devices (one steps, the other's "
+             f"params and KV cache stay): {format_bytes(both)}, {fits}")
+  return text
 
 
 def model_shapes(config, hf_configs: dict[str, str]) -> dict[str, ModelConfig]:
