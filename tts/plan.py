@@ -23,15 +23,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tts import config_schema
+from tts.data.tasks import make_task
+from tts.interop.hf_layout import read_model_config
 from tts.model import ModelConfig, Transformer, init_cache
 from tts.model.sharding import DecodeSharding, make_mesh, param_shardings
 from tts.search import sampler, verifier
+from tts.stages.policy import MODEL_NAMES, model_config
 from tts.train.config import TrainConfig
 from tts.train.objectives import PACKING_FIELDS, NextTokenLoss, ValueLoss
 from tts.train.trainer import Trainer
 
 GIB = 1 << 30
-MODEL_NAMES = ("small", "large")  # the config's `models` sections
 # Every model the plan covers: name -> (shape: a `models` section, trains with: a config
 # section, objective). Verifiers and the revision model start from the small policy.
 TRAINED = {
@@ -263,9 +265,6 @@ def model_shapes(config, hf_configs: dict[str, str]) -> dict[str, ModelConfig]:
   """Each `models` section's ModelConfig as a run builds it: from a config.json the way the
   importer reads it (`hf_configs[name]`, else policy.<name>.hf_path), else the section with
   the task's vocabulary."""
-  from tts.data.tasks import make_task
-  from tts.interop.hf_layout import read_model_config
-  from tts.stages.policy import model_config
   unknown = sorted(set(hf_configs) - set(MODEL_NAMES))
   if unknown:
     raise ValueError(f"--hf-config {unknown[0]}=...: no such model; name one of "
