@@ -303,8 +303,7 @@ def _plan(parser, args, overrides):
     fail(f"jax was started before with {jax.device_count()} devices, not --devices "
          f"{args.devices}; run tts plan in a process of its own")
   try:
-    request = plan.PlanRequest(args.devices, host_devices,
-                               plan.model_shapes(config, hf_configs), models,
+    request = plan.PlanRequest(host_devices, plan.model_shapes(config, hf_configs), models,
                                args.prompt_tokens or config.data.max_len, steps)
     measured = plan.plan(config, request)
   except experiment.USER_ERRORS as e:

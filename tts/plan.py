@@ -159,9 +159,8 @@ def score_step(name: str, cfg: ModelConfig, sharding: DecodeSharding, rows: int,
 
 @dataclasses.dataclass(frozen=True)
 class PlanRequest:
-  """What to plan: the devices, one host's share of them, and per-model shapes."""
-  devices: int
-  host_devices: int  # devices of one host: test-time stages decode on their own host's
+  """What to plan on jax's devices: one host's share of them, and per-model shapes."""
+  host_devices: int  # devices of one host, where the test-time stages decode
   shapes: dict  # `models` section name -> ModelConfig
   models: tuple[str, ...]  # keys of TRAINED to plan
   prompt_tokens: int
