@@ -121,3 +121,17 @@ def test_hf_config_gives_the_importers_shape(tmp_path):
   assert shapes["small"].d_model == 64 and shapes["small"].num_layers == 3
   assert shapes["large"] == plan.model_shapes(cfg, {})["large"]
   assert shapes["large"].d_model == cfg.models.large.d_model
+
+
+def test_batch_that_does_not_split_over_the_mesh_names_its_field():
+  """Caught before compiling: the config field and the multiple to pick, not jax's message.
+  A subprocess: 8 devices need a jax of their own."""
+  env = dict(os.environ, PYTHONPATH=str(HELPER.parents[2]))
+  done = subprocess.run(
+      [sys.executable, "-m", "tts.cli", "plan", DEMO, "--devices", "8", "--models",
+       "policy.small", "--steps", "train", "--config.mesh.data=8",
+       "--config.policy.small.batch_size=12"],
+      env=env, capture_output=True, text=True, timeout=300, cwd=HELPER.parents[2])
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert done.stderr == ("tts: error: policy.small.batch_size=12 does not split over the "
+                         "mesh's 8 batch shards; pick a multiple of 8\n")

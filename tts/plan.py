@@ -97,7 +97,8 @@ def train_step(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, object
   """The trainer's own train step at the config's batch of `tokens`-token rows."""
   trainer = Trainer(model_cfg, train_cfg, objective, mesh, rules)
   rows = train_cfg.batch_size
-  shards = rows // trainer.batch_sharding.shard_shape((rows,))[0]
+  axes = trainer.batch_sharding.spec[0] or ()
+  shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
   if rows % shards:
     raise ValueError(f"{name}.batch_size={rows} does not split over the mesh's {shards} "
                      f"batch shards; pick a multiple of {shards}")
