@@ -5,6 +5,7 @@
   tts import HF_DIR --out DIR [--good_token T --bad_token T]   # Hugging Face -> ours
   tts export configs/demo.py --workdir runs/demo --model prm/final --out HF_DIR [--dtype bfloat16]
   tts export --model runs/imported/policy --out HF_DIR   # an imported model: no config
+  tts plan configs/demo.py --devices 256 --host_devices 4 --hbm 16 [--hf-config config.json]
 
 Multi-host: pass --distributed on every host (TPU pods and SLURM clusters are detected by
 `jax.distributed.initialize()`), or the explicit --coordinator/--num_processes/--process_id.
@@ -173,9 +174,12 @@ def main(argv=None):
                    "default 4096); an imported model keeps its own")
   exp.add_argument("--max_shard_mb", type=int, default=5120,
                    help="split the weights into shards of at most this size")
+  add_plan_parser(sub)
   args, overrides = parser.parse_known_args(argv)
   if args.command == "import":
     return _interop(parser, args, overrides)
+  if args.command == "plan":
+    return _plan(parser, args, overrides)
   if args.workdir is None:
     args.workdir = default_workdir(args.config) if args.config else "."
 
@@ -227,6 +231,88 @@ def _interop(parser, args, overrides=(), config=None):
   except experiment.USER_ERRORS as e:
     parser.exit(1, f"tts: error: {e}\n")
   print(f"tts: {args.command}ed to {out}")
+
+
+def add_plan_parser(sub):
+  text = ("per-device memory of every train and decode step, from XLA's compiled memory "
+          "analysis on fake host devices (no weights, no accelerator needed)")
+  plan = sub.add_parser("plan", help=text, description=text, epilog=RUN_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+  plan.add_argument("config", nargs="?", default=DEFAULT_CONFIG,
+                    help=f"a config file with get_config() (default: {DEFAULT_CONFIG})")
+  plan.add_argument("--devices", type=int, default=8,
+                    help="devices the config's `mesh` trains on (default 8)")
+  plan.add_argument("--host_devices", "--host-devices", type=int, default=0,
+                    help="devices of one host, where test-time stages decode with "
+                    "`decode_mesh` (default: all --devices; 4 on a multi-host TPU v5e)")
+  plan.add_argument("--hbm", type=float, default=16.0,
+                    help="memory per device in GiB that a step must fit (default 16: TPU v5e)")
+  plan.add_argument("--hf_config", "--hf-config", action="append", default=[],
+                    metavar="[NAME=]PATH", help="models.NAME (default small, which the "
+                    "verifiers and the revision model start from) takes the shape of this "
+                    "Hugging Face config.json (or checkpoint directory); repeatable")
+  plan.add_argument("--models", default="",
+                    help="comma-separated subset of policy.small, policy.large, prm, orm, "
+                    "revision, revision_orm (default: all)")
+  plan.add_argument("--steps", default="train,decode",
+                    help="train, decode (the test-time stages' decode and verifier scoring) or "
+                    "both (default)")
+  plan.add_argument("--prompt_tokens", "--prompt-tokens", type=int, default=0,
+                    help="prompt length the row and cache sizes assume (default data.max_len)")
+
+
+def _fake_devices(count: int):
+  """Asks XLA for `count` host (CPU) devices. Only environment variables are set, which jax
+  reads when its backend starts: the plan compiles for this mesh, not for this machine's
+  accelerators, so it runs anywhere; a jax already started is checked by the caller."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={count}"])
+  os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def _plan(parser, args, overrides):
+  fail = lambda message: parser.exit(2, f"tts: error: {message}\n")
+  host_devices = args.host_devices or args.devices
+  if args.devices < 1:
+    fail(f"--devices {args.devices}: give the number of devices to plan for, e.g. --devices 256")
+  if not 1 <= host_devices <= args.devices or args.devices % host_devices:
+    fail(f"--host_devices {args.host_devices} must divide --devices {args.devices} (devices "
+         "per host, e.g. 4 on a TPU v5e pod)")
+  if not args.hbm > 0:
+    fail(f"--hbm {args.hbm}: give each device's memory in GiB, e.g. --hbm 16")
+  if args.prompt_tokens < 0:
+    fail(f"--prompt_tokens {args.prompt_tokens} must be >= 1 (or 0: data.max_len)")
+  hf_configs = dict(item.split("=", 1) if "=" in item else ("small", item)
+                    for item in args.hf_config)
+  try:
+    config = apply_overrides(load_config(args.config), overrides, args.config)
+  except (FileNotFoundError, KeyError, ValueError, AttributeError) as e:
+    fail(e.args[0] if e.args else e)
+  _fake_devices(args.devices)
+  import jax
+
+  from tts import experiment, plan
+  models = tuple(m for m in args.models.split(",") if m) or tuple(plan.TRAINED)
+  unknown = [m for m in models if m not in plan.TRAINED]
+  if unknown:
+    fail(f"--models {unknown[0]}: no such model; pick from {', '.join(plan.TRAINED)}")
+  steps = tuple(s for s in args.steps.split(",") if s)
+  if not steps or set(steps) - set(plan.STEP_KINDS):
+    fail(f"--steps {args.steps}: give {' or '.join(plan.STEP_KINDS)} or both, comma-separated")
+  if jax.device_count() != args.devices:  # starts jax's backend: after every flag is checked
+    fail(f"jax was started before with {jax.device_count()} devices, not --devices "
+         f"{args.devices}; run tts plan in a process of its own")
+  try:
+    request = plan.PlanRequest(host_devices, plan.model_shapes(config, hf_configs), models,
+                               args.prompt_tokens or config.data.max_len, steps)
+    measured = plan.plan(config, request)
+  except experiment.USER_ERRORS as e:
+    fail(e)
+  print(f"tts plan {args.config}: per device, {args.devices} devices (mesh "
+        f"{config.mesh.to_dict()}), test-time stages on {host_devices} per host (decode_mesh "
+        f"{config.decode_mesh.to_dict()}); fits: total <= {args.hbm:g} GiB")
+  print(plan.table(measured, args.hbm))
 
 
 if __name__ == "__main__":

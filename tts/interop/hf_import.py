@@ -33,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from tts.atomic_files import read_json
 from tts.data.errors import DataError
 from tts.interop.hf_layout import (VALUE_HEAD_BIAS, VALUE_HEAD_FILE, VALUE_HEAD_WEIGHT,
-                                   model_config_from_hf, tensor_maps)
+                                   read_model_config, tensor_maps)
 from tts.model import LoadedModel, ModelConfig, Transformer
 from tts.model.sharding import DecodeSharding, param_shardings
 from tts.train.checkpoints import CheckpointMismatchError
@@ -51,14 +51,6 @@ def is_hf_checkpoint(directory: str) -> bool:
   return os.path.isfile(os.path.join(directory, "config.json")) and (
       os.path.isfile(os.path.join(directory, SINGLE_FILE))
       or os.path.isfile(os.path.join(directory, INDEX_FILE)))
-
-
-def read_model_config(directory: str) -> ModelConfig:
-  path = os.path.join(directory, "config.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} not found: {directory} is not a Hugging Face checkpoint "
-                            "directory (config.json, model.safetensors, tokenizer.json)")
-  return model_config_from_hf(read_json(path), path)
 
 
 def open_safetensors(path: str, framework: str):

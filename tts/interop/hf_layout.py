@@ -9,9 +9,11 @@ so no permutation of head_dim is needed.
 """
 import dataclasses
 import math
+import os
 
 import numpy as np
 
+from tts.atomic_files import read_json
 from tts.model.config import ModelConfig
 
 # Hugging Face names of the config.json fields we read and write.
@@ -142,6 +144,17 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       attention_bias=model_type == "qwen2" or bool(hf.get("attention_bias", False)),
       max_positions=int(hf.get("max_position_embeddings") or 0))
+
+
+def read_model_config(path: str) -> ModelConfig:
+  """The ModelConfig the importer builds from a checkpoint directory's config.json, or from
+  a config.json file on its own (`tts plan --hf-config`: a shape without weights)."""
+  file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+  if not os.path.isfile(file):
+    raise FileNotFoundError(f"{file} not found: {path} is neither a Hugging Face checkpoint "
+                            "directory (config.json, model.safetensors, tokenizer.json) nor a "
+                            "config.json file")
+  return model_config_from_hf(read_json(file), file)
 
 
 def hf_config(cfg: ModelConfig, eos_id: int, pad_id: int, bos_id: int | None,

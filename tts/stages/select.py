@@ -16,6 +16,7 @@ import numpy as np
 
 from tts import config_schema
 from tts.atomic_files import read_jsonl, write_json_atomic
+from tts.interop.hf_layout import read_model_config
 from tts.scaling import bootstrap, comparisons, difficulty, flops
 from tts.scaling.config import BIN_ESTIMATION, BIN_KINDS, BIN_SCORES, SelectConfig
 from tts.scaling.selection import Setting, two_folds
@@ -113,7 +114,6 @@ def model_config(directory: str):
   """One of ours (model.json) or an imported Hugging Face checkpoint (config.json)."""
   if is_saved_model(directory):
     return load_model_config(directory)
-  from tts.interop.hf_import import read_model_config  # the `hf` extra
   return read_model_config(directory)
 
 

@@ -73,6 +73,11 @@ class Trainer:
         transform_non_params=lambda _: replicated)
     self.state_shardings = {"params": self.param_shardings, "opt_state": opt_shardings,
                             "step": replicated, "rng": replicated}
+    rng = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+    self.abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        {"params": self.abstract_params, "opt_state": abstract_opt,
+         "step": jax.ShapeDtypeStruct((), jnp.int32), "rng": rng}, self.state_shardings)
     self.batch_sharding = batch_sharding(mesh, rules)
     self._train_step = jax.jit(
         self._step, in_shardings=(self.state_shardings, self.batch_sharding),
@@ -80,6 +85,11 @@ class Trainer:
     self._eval_step = jax.jit(
         self._eval, in_shardings=(self.param_shardings, self.batch_sharding),
         out_shardings=replicated)
+
+  def compile_train_step(self, abstract_batch):
+    """The train step compiled for these batch shapes without running it or allocating
+    the state (`tts plan` reads its memory analysis)."""
+    return self._train_step.lower(self.abstract_state, abstract_batch).compile()
 
   # ---- pure functions, jitted above ----
 
@@ -174,9 +184,7 @@ class Trainer:
     state, start = self.new_state(init_params), 0
     latest = ckpts.latest_step()
     if latest is not None:
-      abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                              state, self.state_shardings)
-      state, _ = ckpts.restore(latest, abstract)
+      state, _ = ckpts.restore(latest, self.abstract_state)
       start = latest
       log.info("%s: resuming from step %d of %d (%s)", desc, latest, cfg.steps, ckpts.directory)
     _truncate_metrics(metrics_path, start)
