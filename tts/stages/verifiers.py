@@ -124,8 +124,9 @@ def train(ctx, kind: str) -> dict:
   """The PRM or ORM from the label stage's solutions and the weights of the policy model
   named by verifiers.base."""
   train_cfg = config_schema.build(TrainConfig, ctx.config[kind], kind)
+  records = read_shards(ctx.workdir)
   base = load_policy(ctx.workdir, ctx.config.verifiers.get("base", "small"))
-  return fit_value_model(ctx, kind, kind, read_shards(ctx.workdir), base, train_cfg)
+  return fit_value_model(ctx, kind, kind, records, base, train_cfg)
 
 
 def run_prm(ctx) -> dict:
