@@ -24,8 +24,8 @@ STAGES = ("search", "difficulty", "revision_search")  # every stage that decodes
 # Stages that decode train questions (after STAGES: their reruns retrain the verifiers that
 # revision_search reads), and the files they write.
 DATA_STAGES = ("label", "revision_data", "revision_orm")
-DATA_FILES = ("label/shards/*", "label/manifest.json", "revision_data/*.json*",
-              "revision_orm/chains.jsonl")
+DATA_FILES = ("label/shards/*", "label/manifest.json", "revision_data/*.jsonl",
+              "revision_data/manifest.json", "revision_orm/chains.jsonl")
 
 
 def _records(workdir, stage):
