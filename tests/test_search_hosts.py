@@ -101,7 +101,7 @@ def _stage(stage, workdir, processes=1, devices=1, *extra, force=True):
 
 def test_eight_devices_equal_one(tiny_run, copy_run):
   """Weights restored into their shardings (heads, mlp, vocab over tensor; embed over fsdp),
-  caches split by rows and KV heads: the same search and difficulty as on one device."""
+  caches split by rows and KV heads: the same files as on one device."""
   mesh = ("--config.decode_mesh.data=2", "--config.decode_mesh.fsdp=2",
           "--config.decode_mesh.tensor=2")
   for stage in STAGES + DATA_STAGES:
@@ -115,8 +115,8 @@ def test_eight_devices_equal_one(tiny_run, copy_run):
 
 
 def test_two_processes_split_the_questions(tiny_run, copy_run):
-  """Each process searches and measures its share of the questions; the shares are
-  joined (and difficulty bins made over all of them)."""
+  """Each process decodes its share of the questions (label: of the shards); the shares
+  are joined (and difficulty bins made over all of them)."""
   for stage in STAGES + DATA_STAGES:
     _stage(stage, copy_run, processes=2)
   decode = json.load(open(os.path.join(copy_run, "search", "manifest.json")))["decode"]
@@ -127,8 +127,8 @@ def test_two_processes_split_the_questions(tiny_run, copy_run):
   assert_same_files(tiny_run, copy_run)
 
 
-# More questions and samples than the demo's toy evaluation, so that it decodes 144 rows
-# per model rather than 30 (one right answer in the toy's pass@1 samples).
+# More questions and samples than the toy evaluation: the small policy decodes 144 rows
+# rather than 30 (the toy's 20 pass@1 samples hold one right answer), the large 16.
 POLICY_EVAL = ("--config.policy_eval.num_questions=16", "--config.policy_eval.samples=8")
 
 
