@@ -290,9 +290,12 @@ def test_mesh_hint_fits_the_config():
     make_mesh({"data": 2, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
 
 
-def test_decode_mesh_that_does_not_fit_is_named(finished, capsys):
-  """The test-time mesh names its own section, not the training mesh's."""
-  err = tts(capsys, *run_args(finished, "--only", "search", "--force",
+@pytest.mark.parametrize("stage", ["policy", "label", "search", "difficulty", "revision_data",
+                                   "revision_orm", "revision_search"])
+def test_decode_mesh_that_does_not_fit_is_named(finished, capsys, stage):
+  """The test-time mesh names its own section, not the training mesh's, in every stage that
+  decodes (checked before the stage reads anything)."""
+  err = tts(capsys, *run_args(finished, "--only", stage, "--force",
                               "--config.decode_mesh.tensor=2", "--config.decode_mesh.data=1"))
   assert "decode_mesh {'data': 1, 'fsdp': 1, 'tensor': 2} does not fit" in err
   assert "set --config.decode_mesh.data=-1" in err

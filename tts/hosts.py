@@ -1,10 +1,11 @@
-"""Test-time work split across hosts: each process decodes a contiguous share of the
-questions on its own devices, writes its records as a part file, and process 0 joins the
-parts into the result file in question order. One process: no parts, the file directly.
+"""Decoding split across hosts (every stage that samples: test-time compute and the data
+verifiers and revisions train on): each process decodes a contiguous share of the questions
+on its own devices, writes its records as a part file, and process 0 joins the parts into
+the result file in question order. One process: no parts, the file directly.
 
 Records depend only on a question's own keys (never on its batch), so the joined file is
-the one a single process writes; a killed stage recomputes the budget whose joined file is
-missing (parts are rewritten, never trusted across runs).
+the one a single process writes; a killed stage recomputes the file that is missing (parts
+are rewritten, never trusted across runs).
 """
 import os
 

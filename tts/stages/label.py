@@ -2,8 +2,9 @@
 
 label/shards/shard-<i>.jsonl holds the labelled solutions of questions
 [i * questions_per_shard, (i + 1) * questions_per_shard) of the train split. A shard is
-written atomically when complete; a rerun after a kill does only the missing shards. With
-several processes, process p labels shards p, p + P, ...; manifest.json sums the counts.
+written atomically when complete; a rerun after a kill does only the missing shards. Each
+process labels its share of the shards (tts/hosts.py) on its own devices (decode_mesh), and
+writes them itself: shards are the unit of resumption. manifest.json sums the counts.
 """
 import os
 
@@ -11,10 +12,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from tts import pipeline
+from tts import hosts, pipeline
 from tts.atomic_files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tts.data.errors import DataError
 from tts.data.tasks import make_task
+from tts.model.sharding import decode_sharding
 from tts.search.sampler import SamplingConfig, pad_prompts
 from tts.stages.data import read_split
 from tts.stages.policy import load_policy
@@ -73,13 +75,13 @@ def _label_shard(cfg, task, policy, examples, questions, width) -> tuple[list[di
 def run(ctx) -> dict:
   cfg = ctx.config
   c = cfg.label
+  sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)  # a bad mesh: say first
   task = make_task(cfg.task)
   examples = read_split(ctx.workdir, "train")[:c.num_questions]
-  policy = load_policy(ctx.workdir)
+  policy = load_policy(ctx.workdir, sharding=sharding)
   width = pad_prompts([e["prompt_ids"] for e in examples], task.vocab.pad_id)[0].shape[1]
   num_shards = -(-len(examples) // c.questions_per_shard)
-  mine = range(jax.process_index(), num_shards, jax.process_count())
-  for i in tqdm(mine, desc="label", disable=not ctx.is_main):
+  for i in tqdm(hosts.share(num_shards), desc="label", disable=not ctx.is_main):
     path = shard_path(ctx.workdir, i)
     if os.path.exists(path):
       continue

@@ -9,11 +9,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from tts import config_schema
+from tts import config_schema, hosts, pipeline
 from tts.atomic_files import write_json_atomic
 from tts.data.tasks import make_task
 from tts.model import LoadedModel, ModelConfig
-from tts.model.sharding import make_mesh
+from tts.model.sharding import decode_sharding, make_mesh
 from tts.search.sampler import SamplingConfig, sample_all
 from tts.stages.data import read_split
 from tts.train import packing
@@ -56,20 +56,29 @@ def model_config(cfg, name: str, vocab_size: int, **overrides) -> ModelConfig:
                              vocab_size=vocab_size, **overrides)
 
 
-def pass_rates(task, graphdef, params, questions: list[dict], samples: int,
-               temperature: float, eval_cfg, seed: int, desc: str = "",
+def pass_rates(task, model: LoadedModel, questions: list[dict], samples: int,
+               temperature: float, eval_cfg, seed: int, path: str, desc: str = "",
                show: bool = False) -> np.ndarray:
   """Fraction of `samples` completions per question that the grader accepts: float[Q].
+  Each process samples its share of the questions on the model's decode mesh; the shares
+  meet in part files beside `path` (tts/hosts.py). Completion i of the repeated questions
+  draws with key i of split(key(seed)), whichever process draws it.
   show: a progress bar named `desc` (process 0)."""
   sampling = SamplingConfig(temperature=temperature, max_new_tokens=eval_cfg.max_new_tokens)
-  repeated = [q for q in questions for _ in range(samples)]
-  keys = jax.random.split(jax.random.key(seed), len(repeated))
+  mine = hosts.share(len(questions))
+  share = questions[mine.start:mine.stop]
+  repeated = [q for q in share for _ in range(samples)]
+  keys = jax.random.split(jax.random.key(seed), len(questions) * samples)
+  keys = keys[mine.start * samples:mine.stop * samples]
   with tqdm(total=len(repeated), desc=desc, disable=not show) as bar:
-    outs = sample_all(graphdef, params, [q["prompt_ids"] for q in repeated], keys, sampling,
-                      (task.vocab.eos_id,), task.vocab.pad_id, eval_cfg.batch_size,
-                      progress=bar.update)
-  correct = [task.is_correct(task.vocab.decode(o), q) for q, o in zip(repeated, outs)]
-  return np.asarray(correct, np.float32).reshape(len(questions), samples).mean(axis=1)
+    outs = sample_all(model.graphdef, model.params, [q["prompt_ids"] for q in repeated], keys,
+                      sampling, (task.vocab.eos_id,), task.vocab.pad_id, eval_cfg.batch_size,
+                      progress=bar.update, sharding=model.sharding)
+  correct = [bool(task.is_correct(task.vocab.decode(o), q)) for q, o in zip(repeated, outs)]
+  records = hosts.all_records(path, [
+      {"id": q["id"], "correct": correct[i * samples:(i + 1) * samples]}
+      for i, q in enumerate(share)])
+  return np.asarray([r["correct"] for r in records], np.float32).mean(axis=1)
 
 
 def quintile_means(values: np.ndarray) -> list[float]:
@@ -106,6 +115,7 @@ def run(ctx) -> dict:
   """Each model is trained, or imported when `policy.<name>.hf_path` names a Hugging Face
   checkpoint; either way it is saved to policy/<name>/final and evaluated."""
   cfg = ctx.config
+  sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)  # a bad mesh: say first
   task = make_task(cfg.task)
   mesh = make_mesh(cfg.mesh)
   pad = task.vocab.pad_id
@@ -127,23 +137,34 @@ def run(ctx) -> dict:
     if hf_path and ctx.is_main:
       from tts.interop.hf_import import keep_checkpoint_files
       keep_checkpoint_files(hf_path, os.path.join(directory, "final"))
-    graphdef, params, model_cfg = model.graphdef, model.params, model.cfg
-    greedy = pass_rates(task, graphdef, params, test, 1, 0.0, cfg.policy_eval, cfg.seed,
-                        f"policy/{name} greedy", ctx.is_main)
-    result = {"params": model_cfg.num_params, "val_loss": val_loss,
-              "greedy_accuracy": float(greedy.mean()),
-              "greedy_by_difficulty": _by_difficulty(test, greedy)}
-    if name == "small":
-      rates = pass_rates(task, graphdef, params, test, cfg.policy_eval.samples,
-                         cfg.policy_eval.temperature, cfg.policy_eval, cfg.seed + 1,
-                         f"policy/{name} pass@1", ctx.is_main)
-      result.update(pass1=float(rates.mean()), pass1_by_quintile=quintile_means(rates),
-                    pass1_by_difficulty=_by_difficulty(test, rates))
+    pipeline.sync(f"tts: policy/{name} saved")  # every process loads what process 0 wrote
+    result = {"params": model.cfg.num_params, "val_loss": val_loss,
+              **evaluate(ctx, task, name, test, sharding)}
     if ctx.is_main:
       write_json_atomic(os.path.join(directory, "eval.json"), result)
     summary[name] = result
   summary["param_ratio"] = summary["large"]["params"] / summary["small"]["params"]
   return summary
+
+
+def evaluate(ctx, task, name: str, test: list[dict], sharding) -> dict:
+  """Greedy accuracy of policy/<name>/final (the small model also: pass@1 over
+  policy_eval.samples samples), loaded onto the decode mesh; processes split the questions."""
+  cfg = ctx.config
+  model = load_policy(ctx.workdir, name, sharding)
+  directory = os.path.join(ctx.stage_dir("policy"), name)
+  greedy = pass_rates(task, model, test, 1, 0.0, cfg.policy_eval, cfg.seed,
+                      os.path.join(directory, "greedy.jsonl"), f"policy/{name} greedy",
+                      ctx.is_main)
+  result = {"greedy_accuracy": float(greedy.mean()),
+            "greedy_by_difficulty": _by_difficulty(test, greedy)}
+  if name == "small":
+    rates = pass_rates(task, model, test, cfg.policy_eval.samples, cfg.policy_eval.temperature,
+                       cfg.policy_eval, cfg.seed + 1, os.path.join(directory, "pass1.jsonl"),
+                       f"policy/{name} pass@1", ctx.is_main)
+    result.update(pass1=float(rates.mean()), pass1_by_quintile=quintile_means(rates),
+                  pass1_by_difficulty=_by_difficulty(test, rates))
+  return result
 
 
 def _by_difficulty(questions, values) -> dict[str, float]:

@@ -19,11 +19,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from tts import config_schema
+from tts import config_schema, hosts
 from tts.atomic_files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tts.data import revisions as revision_format
 from tts.data.tasks import make_task
-from tts.model.sharding import make_mesh
+from tts.model.sharding import decode_sharding, make_mesh
 from tts.search import revisions
 from tts.search.sampler import SamplingConfig
 from tts.stages.data import read_split
@@ -51,18 +51,34 @@ def _with_eos(tokens: list[int], eos_id: int) -> list[int]:
   return tokens if tokens and tokens[-1] == eos_id else tokens + [eos_id]
 
 
+def _sample_answers(ctx, task, examples: list[dict], sharding
+                    ) -> tuple[list[labelling.Solution], int, int]:
+  """labelling.sample_solutions over every question: each process samples its share on the
+  decode mesh; all get every question's solutions (in question order) and the totals."""
+  c = ctx.config.revision_data
+  policy = load_policy(ctx.workdir, sharding=sharding)
+  mine = hosts.share(len(examples))
+  sampling = SamplingConfig(temperature=c.temperature, max_new_tokens=c.max_new_tokens)
+  with tqdm(total=len(mine) * c.samples, desc="revision_data", disable=not ctx.is_main) as bar:
+    solutions, sampled, tokens = labelling.sample_solutions(
+        task, policy, examples, list(mine), c.samples, sampling, jax.random.key(c.seed),
+        c.rows_per_batch, bar.update)
+  shares = hosts.all_records(
+      os.path.join(ctx.stage_dir("revision_data"), "solutions.jsonl"),
+      [{"solutions": [dataclasses.asdict(s) for s in solutions], "sampled": sampled,
+        "tokens": tokens}])
+  return ([labelling.Solution(**s) for share in shares for s in share["solutions"]],
+          sum(share["sampled"] for share in shares), sum(share["tokens"] for share in shares))
+
+
 def run_data(ctx) -> dict:
   cfg = ctx.config
   c = cfg.revision_data
+  sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)  # a bad mesh: say first
   task = make_task(cfg.task)
   vocab = task.vocab
   examples = read_split(ctx.workdir, "train")[:c.num_questions]
-  sampling = SamplingConfig(temperature=c.temperature, max_new_tokens=c.max_new_tokens)
-  with tqdm(total=len(examples) * c.samples, desc="revision_data",
-            disable=not ctx.is_main) as bar:
-    solutions, sampled, tokens = labelling.sample_solutions(
-        task, load_policy(ctx.workdir), examples, list(range(len(examples))), c.samples,
-        sampling, jax.random.key(c.seed), c.rows_per_batch, bar.update)
+  solutions, sampled, tokens = _sample_answers(ctx, task, examples, sharding)
   by_question = collections.defaultdict(list)
   for s in solutions:
     by_question[s.question].append(
@@ -158,6 +174,25 @@ def chains_once(path: str, make, is_main: bool):
   return chains
 
 
+def chains_of_shares(ctx, model, vocab, prompts: list[list[int]], keys, lengths: list[int],
+                     path: str, desc: str, score=None) -> list[list[list[revisions.Answer]]]:
+  """revisions.run_chains over every question: each process makes the chains of its share
+  of the questions with `model` (on its decode mesh) and `score(prompts, chains)`s them if
+  given; all get every question's chains, joined from part files beside `path`."""
+  s = ctx.config.revision_sampling
+  mine = hosts.share(len(prompts))
+  prompts = prompts[mine.start:mine.stop]
+  bar = tqdm(total=max(lengths), desc=desc, disable=not ctx.is_main)
+  chains = revisions.run_chains(model, vocab, prompts, keys[mine.start:mine.stop], lengths,
+                                sampling_config(ctx.config), s.window, s.rows_per_batch,
+                                progress=lambda done, _: bar.update(done - bar.n))
+  bar.close()
+  if score is not None:
+    score(prompts, chains)
+  return [chains_from_record(x)
+          for x in hosts.all_records(path, [chains_record(c) for c in chains])]
+
+
 def orm_records(task, examples, chains, window: int) -> list[dict]:
   """The chains' parsable answers as ORM training solutions: the revision prompt the answer
   was sampled from (its history), the answer, and whether it is right."""
@@ -181,6 +216,7 @@ def orm_records(task, examples, chains, window: int) -> list[dict]:
 def run_orm(ctx) -> dict:
   cfg = ctx.config
   c, s = cfg.revision_orm_data, cfg.revision_sampling
+  sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)  # a bad mesh: say first
   task = make_task(cfg.task)
   first = cfg.revision_data.num_questions  # questions the revision model was not trained on
   examples = read_split(ctx.workdir, "train")[first:first + c.num_questions]
@@ -188,13 +224,12 @@ def run_orm(ctx) -> dict:
     raise ValueError(f"revision_orm_data.num_questions={c.num_questions}: the train split "
                      f"has only {len(examples)} questions after the {first} of revision_data; "
                      "lower one of them or raise task.num_train")
-  model = load_revision_model(ctx.workdir)
-  prompts = [e["prompt_ids"] for e in examples]
-  chains = chains_once(
-      os.path.join(ctx.stage_dir("revision_orm"), "chains.jsonl"),
-      lambda: revisions.run_chains(model, task.vocab, prompts, question_keys(c.seed, examples),
-                                   [c.chain_length] * c.chains, sampling_config(cfg),
-                                   s.window, s.rows_per_batch), ctx.is_main)
+  model = load_revision_model(ctx.workdir, sharding)
+  path = os.path.join(ctx.stage_dir("revision_orm"), "chains.jsonl")
+  chains = chains_once(path, lambda: chains_of_shares(
+      ctx, model, task.vocab, [e["prompt_ids"] for e in examples],
+      question_keys(c.seed, examples), [c.chain_length] * c.chains, path,
+      "revision_orm chains"), ctx.is_main)
   records = orm_records(task, examples, chains, s.window)
   summary = fit_value_model(ctx, "revision_orm", "orm", records, model,
                             config_schema.build(TrainConfig, cfg.revision_orm, "revision_orm"))

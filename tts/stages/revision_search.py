@@ -10,17 +10,13 @@ answers turning wrong, sequential vs parallel, accuracy per split and difficulty
 """
 import os
 
-from tqdm import tqdm
-
-from tts import hosts
 from tts.atomic_files import write_json_atomic, write_jsonl_atomic
 from tts.data.tasks import make_task
 from tts.model.sharding import decode_sharding
 from tts.search import revision_results, revisions
 from tts.search.results import summarize
 from tts.stages.data import read_split
-from tts.stages.revision import (chains_from_record, chains_once, chains_record,
-                                 load_revision_model, sampling_config)
+from tts.stages.revision import chains_of_shares, chains_once, load_revision_model
 from tts.stages.search import load_verifier, question_keys
 from tts.stages.select import read_difficulty
 from tts.train.checkpoints import load_model_config
@@ -33,38 +29,34 @@ def difficulty_bins(workdir: str) -> dict[str, int] | None:
   return {r["id"]: r["oracle_bin"] for r in read_difficulty(workdir)}
 
 
-def _make_chains(ctx, task, questions):
-  """Every question's chains, scored by the revision ORM. Each process makes those of its
-  share of the questions on its own devices (decode_mesh); all get every question's."""
+def _make_chains(ctx, task, questions, path, sharding):
+  """Every question's chains, scored by the revision ORM; each process makes those of its
+  share of the questions on its own devices (decode_mesh)."""
   cfg = ctx.config
   r, s = cfg.revision_search, cfg.revision_sampling
-  sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)
   model = load_revision_model(ctx.workdir, sharding)
-  lengths = revisions.chain_lengths(r.budgets, r.full_chains)
-  mine = hosts.share(len(questions))
-  prompts = [q["prompt_ids"] for q in questions[mine.start:mine.stop]]
-  keys = question_keys(r.seed, questions)[mine.start:mine.stop]
-  bar = tqdm(total=max(lengths), desc="revision chains", disable=not ctx.is_main)
-  chains = revisions.run_chains(model, task.vocab, prompts, keys, lengths, sampling_config(cfg),
-                                s.window, s.rows_per_batch,
-                                progress=lambda done, _: bar.update(done - bar.n))
-  bar.close()
-  orm = load_verifier(ctx.workdir, "revision_orm/final", "revision_search (revision_orm)",
-                      sharding=sharding)
-  revisions.score_chains(orm, task.vocab, prompts, chains, s.window, s.rows_per_batch)
-  path = os.path.join(ctx.stage_dir("revision_search"), "chains.jsonl")
-  return [chains_from_record(x)
-          for x in hosts.all_records(path, [chains_record(c) for c in chains])]
+
+  def score(prompts, chains):
+    orm = load_verifier(ctx.workdir, "revision_orm/final", "revision_search (revision_orm)",
+                        sharding=sharding)
+    revisions.score_chains(orm, task.vocab, prompts, chains, s.window, s.rows_per_batch)
+
+  return chains_of_shares(ctx, model, task.vocab, [q["prompt_ids"] for q in questions],
+                          question_keys(r.seed, questions),
+                          revisions.chain_lengths(r.budgets, r.full_chains), path,
+                          "revision chains", score)
 
 
 def run(ctx) -> dict:
   cfg = ctx.config
   r = cfg.revision_search
+  sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)  # a bad mesh: say first
   task = make_task(cfg.task)
   questions = read_split(ctx.workdir, "test")[:cfg.search.num_questions]  # as search
   directory = ctx.stage_dir("revision_search")
-  chains = chains_once(os.path.join(directory, "chains.jsonl"),
-                       lambda: _make_chains(ctx, task, questions), ctx.is_main)
+  path = os.path.join(directory, "chains.jsonl")
+  chains = chains_once(path, lambda: _make_chains(ctx, task, questions, path, sharding),
+                       ctx.is_main)
   graded = [revision_results.grade_chains(task, q, ch) for q, ch in zip(questions, chains)]
   sizes = tuple(load_model_config(os.path.join(ctx.workdir, name, "final")).num_params
                 for name in ("revision", "revision_orm"))

@@ -106,13 +106,15 @@ def _label_batch(task, policy, examples, solutions, prefixes, rollouts, sampling
   else:
     own = [seqs[i][:cut] for i, cut in zip(rows, cuts)]
     tokens, lengths = sampler.pad_prompts(own, vocab.pad_id, width=capacity)
-    state = sampler.prefill(policy.graphdef, policy.params, tokens, lengths, capacity)
+    state = sampler.prefill(policy.graphdef, policy.params, tokens, lengths, capacity,
+                            policy.sharding)
     state = state._replace(prompt_lengths=jnp.asarray(prompt_lengths[rows]))
   ids = np.asarray([(solutions[k].question, solutions[k].number, j, r) for k, j, r in plan]
                    + [(0, 0, 0, 0)] * fill, np.int32)
   live = np.arange(len(rows)) < len(plan)
   _, out = sampler.decode(policy.graphdef, policy.params, state, rollout_keys(key, ids),
-                          jnp.asarray(live), sampling, (vocab.eos_id,), sampling.max_new_tokens)
+                          jnp.asarray(live), sampling, (vocab.eos_id,), sampling.max_new_tokens,
+                          policy.sharding)
   out_tokens, out_lengths = jax.device_get((out.tokens, out.lengths))
   for i, (k, j, _) in enumerate(plan):
     s = solutions[k]
@@ -131,7 +133,8 @@ def sample_solutions(task, policy: LoadedModel, examples: list[dict], questions:
   vocab = task.vocab
   outs = sampler.sample_all(policy.graphdef, policy.params,
                             [examples[q]["prompt_ids"] for q, _ in ids], keys, sampling,
-                            (vocab.eos_id,), vocab.pad_id, batch_size, progress=progress)
+                            (vocab.eos_id,), vocab.pad_id, batch_size, progress=progress,
+                            sharding=policy.sharding)
   kept = []
   for (q, n), tokens in zip(ids.tolist(), outs):
     text = vocab.decode(tokens)
