@@ -148,18 +148,20 @@ def reorder(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None 
   return _move_rows(state, dst, src, sharding)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "capacity"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "capacity", "sharding"))
 def prefill_branches(graphdef, params, seqs, seq_lengths, rows, cuts, prompt_lengths,
-                     capacity: int) -> DecodeState:
+                     capacity: int, sharding: DecodeSharding | None = None) -> DecodeState:
   """One forward pass over whole sequences [S, W]; row i of the result then continues
   sequence rows[i] after its first cuts[i] tokens. Every step prefix of a solution
   branches off that one cache: positions past a cut are hidden by the row's length and
-  overwritten as it decodes. prompt_lengths: int32[S], for the length cap."""
+  overwritten as it decodes. prompt_lengths: int32[S], for the length cap. sharding: the
+  decode mesh both caches are split over, as prefill's."""
   model = nnx.merge(graphdef, params)
-  hidden, cache = model.hidden(seqs, init_cache(model.cfg, seqs.shape[0], capacity),
+  hidden, cache = model.hidden(seqs, init_cache(model.cfg, seqs.shape[0], capacity, sharding),
                                num_new=seq_lengths)
   cache = gather_rows(cache, rows).replace(lengths=cuts)
-  return DecodeState(cache, model.logits(hidden[rows, cuts - 1]), prompt_lengths[rows])
+  return _shard_state(DecodeState(cache, model.logits(hidden[rows, cuts - 1]),
+                                  prompt_lengths[rows]), sharding)
 
 
 @functools.partial(jax.jit, static_argnames=("capacity", "sharding"))

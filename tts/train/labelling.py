@@ -102,7 +102,7 @@ def _label_batch(task, policy, examples, solutions, prefixes, rollouts, sampling
   if share_prefixes:
     tokens, lengths = sampler.pad_prompts(seqs, vocab.pad_id, width=capacity)
     state = sampler.prefill_branches(policy.graphdef, policy.params, tokens, lengths, rows,
-                                     cuts, prompt_lengths, capacity)
+                                     cuts, prompt_lengths, capacity, policy.sharding)
   else:
     own = [seqs[i][:cut] for i, cut in zip(rows, cuts)]
     tokens, lengths = sampler.pad_prompts(own, vocab.pad_id, width=capacity)
