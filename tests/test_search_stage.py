@@ -6,6 +6,7 @@ import pytest
 from tiny import config
 
 from tts import cli, experiment
+from tts.search import results
 from tts.train.checkpoints import load_model_config
 
 
@@ -55,6 +56,37 @@ def test_verifier_comparison_recomputes_the_files_selection(tiny_run):
     assert row["prm_last_weighted"] == pytest.approx(
         sum(r["selected"]["weighted"]["correct"] for r in records) / len(records), abs=1e-4)
     assert set(row) >= {"prm_min_argmax", "prm_prod_weighted", "orm_weighted", "majority"}
+
+
+def test_verifier_check_reads_the_largest_budget_with_intervals(tiny_run):
+  """The ordering the method needs, from the best-of-N files: accuracies and differences
+  with intervals, recomputable from the records; the summary shows it."""
+  check = json.load(open(os.path.join(tiny_run, "search", "verifier_comparison.json")))[
+      "checks"]["4"]
+  records = _read(os.path.join(tiny_run, "search", "best_of_n", "n4.jsonl"))
+  first = sum(r["candidates"][0]["correct"] for r in records) / len(records)
+  weighted = sum(r["selected"]["weighted"]["correct"] for r in records) / len(records)
+  assert check["accuracy"]["one_sample"]["value"] == pytest.approx(first, abs=1e-4)
+  assert check["accuracy"]["prm_weighted"]["value"] == pytest.approx(weighted, abs=1e-4)
+  diff = check["differences"]["prm_weighted - majority"]
+  lo, hi = diff["ci"]
+  assert lo <= diff["value"] <= hi
+  assert set(check["within_question_auroc"]) == {"prm", "orm"}
+  summary = open(os.path.join(tiny_run, "report", "summary.md")).read()
+  assert "## Verifiers on best-of-N samples" in summary and "At N = 4" in summary
+
+
+def test_within_question_auroc_ranks_answers_inside_each_question():
+  def record(*scored):
+    return {"candidates": [{"correct": c, "step_scores": [0.5, s]} for c, s in scored]}
+  records = [record((True, 0.9), (False, 0.2), (False, 0.3)),  # right above both wrong: 1
+             record((True, 0.1), (False, 0.6)),  # right below: 0
+             record((True, 0.4), (False, 0.4)),  # tie: 0.5
+             record((True, 0.9), (True, 0.8))]  # one class only: left out
+  assert results.within_question_auroc(records, "last").tolist() == [1.0, 0.0, 0.5]
+  both_half = [record((True, 0.9), (False, 0.6))]  # min reads the first step's 0.5 for both
+  assert results.within_question_auroc(both_half, "last").tolist() == [1.0]
+  assert results.within_question_auroc(both_half, "min").tolist() == [0.5]
 
 
 def test_best_of_n_files_are_prefixes_of_the_largest(tiny_run):

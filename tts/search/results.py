@@ -79,6 +79,24 @@ def reselect(record: dict, aggregation: str, rule: str, same_answer) -> bool:
   return i is not None and candidates[i]["correct"]
 
 
+def within_question_auroc(records: list[dict], aggregation: str) -> np.ndarray:
+  """Per question holding both right and wrong candidates: the probability that a right
+  candidate's solution score beats a wrong one's (ties half). float[Q'], questions with one
+  class only left out. A verifier can rank questions by difficulty (a high AUROC over all
+  solutions) and still not tell a question's right answers from its wrong ones: this is
+  what selecting among N samples needs."""
+  out = []
+  for r in records:
+    right = np.array([c["correct"] for c in r["candidates"]], bool)
+    if right.all() or not right.any():
+      continue
+    scores = np.array([verifier.aggregate(c["step_scores"], aggregation)
+                       for c in r["candidates"]])
+    diff = scores[right][:, None] - scores[~right][None, :]
+    out.append(float(np.mean((diff > 0) + 0.5 * (diff == 0))))
+  return np.asarray(out)
+
+
 def verifier_comparison(prm: dict[int, list[dict]], orm: dict[int, list[dict]] | None,
                         same_answer) -> dict:
   """Best-of-N accuracy per N for PRM-last/min/prod and ORM, weighted and argmax, and

@@ -24,6 +24,12 @@ def _read(workdir: str, stage: str, name: str) -> dict:
   return read_json(path)
 
 
+def _read_optional(workdir: str, stage: str, name: str) -> dict | None:
+  """A stage's file that exists only in some configurations (none: the section is left out)."""
+  path = os.path.join(workdir, stage, name)
+  return read_json(path) if os.path.exists(path) else None
+
+
 def write_csv(path: str, rows: list[dict]):
   out = io.StringIO()
   writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
@@ -154,6 +160,29 @@ def without_samples_markdown(table: dict) -> list[str]:
   return lines + [""]
 
 
+def verifiers_markdown(comparison: dict | None) -> list[str]:
+  """Can the verifiers find right answers? The search stage's checks on best-of-N samples:
+  the ordering the method needs (PRM-weighted > majority > one sample) and each verifier's
+  within-question AUROC (0.5: it cannot tell a question's right answers from its wrong ones)."""
+  if not comparison or "checks" not in comparison:
+    return []
+  cell = lambda e: f"{e['value']:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
+  lines = ["## Verifiers on best-of-N samples (can they find right answers?)", "",
+           "Accuracy of each answer rule over the same N samples per question, the ordering "
+           "the method needs as differences, and within-question AUROC: the chance that a "
+           "right candidate outscores a wrong one of the same question (0.5: no better than "
+           "chance; questions with both kinds only).", ""]
+  for n, check in comparison["checks"].items():
+    lines += [f"At N = {n} ({check['questions']} questions):", "",
+              "| | value [95% interval] |", "|---|---|"]
+    lines += [f"| accuracy, {k} | {cell(e)} |" for k, e in check["accuracy"].items()]
+    lines += [f"| {k} | {cell(e)} |" for k, e in check["differences"].items()]
+    lines += [f"| within-question AUROC, {k} ({e['questions']} questions) | {cell(e)} |"
+              for k, e in check["within_question_auroc"].items()]
+    lines.append("")
+  return lines
+
+
 def summary_markdown(summary: dict, flops: dict) -> str:
   boot = summary["bootstrap"]
   lines = ["# Findings of this run", "",
@@ -181,6 +210,7 @@ def summary_markdown(summary: dict, flops: dict) -> str:
     lines += [f"- **{name}: {f['status']}.** {f['statement']}"
               for name, f in summary["findings"][kind].items()]
   lines += [""] + without_samples_markdown(summary["difficulty_without_samples"])
+  lines += verifiers_markdown(summary["verifiers"])
   lines += ["## Efficiency ratio (baseline budget / compute-optimal budget, "
             "cross-validated)", ""]
   for family, per_kind in summary["efficiency_ratio"].items():
@@ -254,6 +284,7 @@ def run(ctx) -> dict:
       "bins": kind, "bin_names": bins, "charge_difficulty": selection["charge_difficulty"],
       "difficulty_cost_generations": costs, "bootstrap": selection["bootstrap"],
       "difficulty_without_samples": without_samples(selection, families),
+      "verifiers": _read_optional(ctx.workdir, "search", "verifier_comparison.json"),
       "findings": {k: findings.all_findings(selection, flops, k) for k in BIN_KINDS},
       "efficiency_ratio": {f: {k: selection["families"][f][k]["efficiency_ratio"]
                                for k in BIN_KINDS} for f in families},

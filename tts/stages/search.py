@@ -15,6 +15,7 @@ from tts import config_schema, hosts
 from tts.atomic_files import read_jsonl, write_json_atomic
 from tts.data.tasks import make_task
 from tts.model.sharding import DecodeSharding, decode_sharding
+from tts.scaling import bootstrap
 from tts.search import methods, results, tree
 from tts.search.methods import MethodConfig
 from tts.search.sampler import SamplingConfig, pad_prompts
@@ -128,7 +129,50 @@ def _verifier_comparison(configs, records, cfg, task) -> dict | None:
     return None
   table = results.verifier_comparison(records[prm], records[orm] if orm else None,
                                       task.same_answer)
-  return {"prm_method": prm, "orm_method": orm, "accuracy_by_n": table}
+  return {"prm_method": prm, "orm_method": orm, "accuracy_by_n": table,
+          "checks": {str(n): _verifier_check(records[prm], records[orm] if orm else {}, n,
+                                             aggregation(cfg, configs[prm].verifier), task,
+                                             cfg.search.seed)
+                     for n in _check_budgets(records[prm], records[orm] if orm else {})}}
+
+
+def _check_budgets(prm: dict, orm: dict) -> list[int]:
+  """The PRM's largest N, and the largest N the ORM ran too."""
+  return sorted({max(prm)} | ({max(set(prm) & set(orm))} if set(prm) & set(orm) else set()))
+
+
+def _verifier_check(prm: dict, orm: dict, n: int, how: str, task, seed: int) -> dict:
+  """At N: one sample, majority vote, PRM-weighted and PRM-argmax (and the ORM's, if it ran
+  at N) accuracies, the ordering's differences, and each verifier's within-question AUROC,
+  with 95% paired-bootstrap intervals over questions."""
+  orm = {n: orm[n]} if n in orm else {}
+  rows = {"one_sample": (prm[n], how, "first"),
+          "majority": (prm[n], how, "majority"), "prm_weighted": (prm[n], how, "weighted"),
+          "prm_argmax": (prm[n], how, "argmax")}
+  if orm:
+    rows.update(orm_weighted=(orm[n], "last", "weighted"), orm_argmax=(orm[n], "last", "argmax"))
+  correct = {name: np.array([_pick(r, agg, rule, task) for r in recs], np.float64)
+             for name, (recs, agg, rule) in rows.items()}
+  weights = bootstrap.resample_weights(len(prm[n]), 1000, seed)
+  est = lambda v: bootstrap.estimate(v.mean(), bootstrap.means(weights, v))
+  out = {"n": n, "questions": len(prm[n]), "accuracy": {k: est(v) for k, v in correct.items()}}
+  pairs = [("prm_weighted", "majority"), ("majority", "one_sample"),
+           ("prm_argmax", "one_sample")] + ([("prm_weighted", "orm_weighted")] if orm else [])
+  out["differences"] = {f"{a} - {b}": est(correct[a] - correct[b]) for a, b in pairs}
+  out["within_question_auroc"] = {}
+  for name, recs, agg in [("prm", prm[n], how)] + ([("orm", orm[n], "last")] if orm else []):
+    auc = results.within_question_auroc(recs, agg)
+    w = bootstrap.resample_weights(len(auc), 1000, seed)
+    out["within_question_auroc"][name] = {"questions": len(auc),
+                                          **bootstrap.estimate(auc.mean(), bootstrap.means(w, auc))}
+  return out
+
+
+def _pick(record: dict, how: str, rule: str, task) -> bool:
+  """One record's answer by `rule`; `first`: its first candidate (one sample)."""
+  if rule == "first":
+    return bool(record["candidates"][0]["correct"])
+  return results.reselect(record, how, rule, task.same_answer)
 
 
 def run(ctx) -> dict:
