@@ -166,7 +166,8 @@ def verifiers_markdown(comparison: dict | None) -> list[str]:
   within-question AUROC (0.5: it cannot tell a question's right answers from its wrong ones)."""
   if not comparison or "checks" not in comparison:
     return []
-  cell = lambda e: f"{e['value']:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
+  cell = lambda e: ("n/a" if e["value"] is None
+                    else f"{e['value']:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]")
   lines = ["## Verifiers on best-of-N samples (can they find right answers?)", "",
            "Accuracy of each answer rule over the same N samples per question, the ordering "
            "the method needs as differences, and within-question AUROC: the chance that a "

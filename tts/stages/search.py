@@ -162,9 +162,11 @@ def _verifier_check(prm: dict, orm: dict, n: int, how: str, task, seed: int) -> 
   out["within_question_auroc"] = {}
   for name, recs, agg in [("prm", prm[n], how)] + ([("orm", orm[n], "last")] if orm else []):
     auc = results.within_question_auroc(recs, agg)
-    w = bootstrap.resample_weights(len(auc), 1000, seed)
-    out["within_question_auroc"][name] = {"questions": len(auc),
-                                          **bootstrap.estimate(auc.mean(), bootstrap.means(w, auc))}
+    entry = {"questions": len(auc), "value": None, "ci": None}  # none with both kinds
+    if len(auc):
+      w = bootstrap.resample_weights(len(auc), 1000, seed)
+      entry.update(bootstrap.estimate(auc.mean(), bootstrap.means(w, auc)))
+    out["within_question_auroc"][name] = entry
   return out
 
 
