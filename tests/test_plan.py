@@ -121,6 +121,10 @@ def test_hf_config_gives_the_importers_shape(tmp_path):
   assert shapes["small"].d_model == 64 and shapes["small"].num_layers == 3
   assert shapes["large"] == plan.model_shapes(cfg, {})["large"]
   assert shapes["large"].d_model == cfg.models.large.d_model
+  bf16 = config("--config.models.small.param_dtype=bfloat16",
+                "--config.models.small.dtype=bfloat16")
+  small = plan.model_shapes(bf16, {"small": str(path)})["small"]
+  assert (small.param_dtype, small.dtype, small.d_model) == ("bfloat16", "bfloat16", 64)
 
 
 def test_batch_that_does_not_split_over_the_mesh_names_its_field():

@@ -263,8 +263,9 @@ def table(steps: list[StepMemory], hbm_gib: float) -> str:
 
 def model_shapes(config, hf_configs: dict[str, str]) -> dict[str, ModelConfig]:
   """Each `models` section's ModelConfig as a run builds it: from a config.json the way the
-  importer reads it (`hf_configs[name]`, else policy.<name>.hf_path), else the section with
-  the task's vocabulary."""
+  importer reads it (`hf_configs[name]`, else policy.<name>.hf_path) in the dtypes that
+  `models.<name>` sets (a config.json holds no tensors to read them from), else the
+  section with the task's vocabulary."""
   unknown = sorted(set(hf_configs) - set(MODEL_NAMES))
   if unknown:
     raise ValueError(f"--hf-config {unknown[0]}=...: no such model; name one of "
@@ -272,6 +273,9 @@ def model_shapes(config, hf_configs: dict[str, str]) -> dict[str, ModelConfig]:
   shapes = {}
   for name in MODEL_NAMES:
     path = hf_configs.get(name) or config.policy[name].get("hf_path")
-    shapes[name] = read_model_config(path) if path else model_config(
-        config, name, make_task(config.task).vocab.vocab_size)
+    if path:
+      shapes[name] = read_model_config(path).with_precision(
+          config.get("models", {}).get(name, {}), f"models.{name}")
+    else:
+      shapes[name] = model_config(config, name, make_task(config.task).vocab.vocab_size)
   return shapes
