@@ -109,6 +109,7 @@ def test_dvts_subtrees_do_not_depend_on_each_other():
   assert second(plain) != second(flipped)
 
 
+@pytest.mark.slow  # a full verifier pass per candidate: ~30 s of the day-to-day run
 @pytest.mark.parametrize("name", list(METHODS))
 def test_step_scores_are_full_verifier_readings_at_step_ends(short_steps, name):
   """Every step score equals one full verifier pass over prompt + candidate, read at the

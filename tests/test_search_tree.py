@@ -99,6 +99,7 @@ def test_incremental_verifier_scores_equal_a_full_pass(decoder):
     np.testing.assert_allclose(step.probs[i, :n_new[i]], full[len(prompt):], atol=1e-5)
 
 
+@pytest.mark.slow  # ~8 s
 def test_dvts_with_one_subtree_is_greedy_by_verifier(decoder):
   """A from-scratch reference: each round re-feed the best unfinished prefix, sample M
   whole steps from it, score the whole sequences, keep the best; stop with M ended ones;
