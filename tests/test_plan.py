@@ -5,6 +5,7 @@ subprocess: the device count is fixed when jax starts) and compiles the same ste
 real, allocated arrays in the same process (tests/helpers/plan_check.py); every printed
 size must equal the reference's to the four digits printed, and `fits` must follow --hbm.
 """
+import dataclasses
 import json
 import os
 import pathlib
@@ -125,6 +126,19 @@ def test_hf_config_gives_the_importers_shape(tmp_path):
                 "--config.models.small.dtype=bfloat16")
   small = plan.model_shapes(bf16, {"small": str(path)})["small"]
   assert (small.param_dtype, small.dtype, small.d_model) == ("bfloat16", "bfloat16", 64)
+
+
+def test_verifiers_are_planned_in_the_shape_verifiers_base_names():
+  """A PRM from the large model: its train and score steps hold the large model's weights
+  plus a value head (one float32 copy on one device), the revision model the small's."""
+  cfg = config("--config.verifiers.base=large")
+  shapes = plan.model_shapes(cfg, {})
+  request = plan.PlanRequest(host_devices=1, shapes=shapes, models=("prm", "revision"),
+                             prompt_tokens=16)
+  large = dataclasses.replace(shapes["large"], value_head=True)
+  steps = {(m.model, m.step): m for m in plan.plan(cfg, request)}
+  assert steps["prm", "train"].params == steps["prm", "score"].params == 4 * large.num_params
+  assert steps["revision", "train"].params == 4 * shapes["small"].num_params
 
 
 def test_batch_that_does_not_split_over_the_mesh_names_its_field():

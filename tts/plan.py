@@ -34,13 +34,14 @@ from tts.train.objectives import PACKING_FIELDS, NextTokenLoss, ValueLoss
 from tts.train.trainer import Trainer
 
 GIB = 1 << 30
-# Every model the plan covers: name -> (shape: a `models` section, trains with: a config
-# section, objective). Verifiers and the revision model start from the small policy.
+# Every model the plan covers: name -> (shape: a `models` section, or None for the one
+# verifiers.base names; trains with: a config section, objective). The revision model and
+# its ORM start from the small policy.
 TRAINED = {
     "policy.small": ("small", "policy.small", NextTokenLoss),
     "policy.large": ("large", "policy.large", NextTokenLoss),
-    "prm": ("small", "prm", ValueLoss),
-    "orm": ("small", "orm", ValueLoss),
+    "prm": (None, "prm", ValueLoss),
+    "orm": (None, "orm", ValueLoss),
     "revision": ("small", "revision", NextTokenLoss),
     "revision_orm": ("small", "revision_orm", ValueLoss),
 }
@@ -168,6 +169,14 @@ class PlanRequest:
   steps: tuple[str, ...] = STEP_KINDS  # which of STEP_KINDS to compile
 
 
+def model_for(config, request: PlanRequest, name: str) -> ModelConfig:
+  """The ModelConfig `name` (a key of TRAINED) trains and decodes with: its `models` shape
+  (verifiers.base's for the PRM and ORM), with a value head if it is a verifier."""
+  shape, _, objective = TRAINED[name]
+  cfg = request.shapes[shape or config.get("verifiers", {}).get("base", "small")]
+  return dataclasses.replace(cfg, value_head=True) if objective is ValueLoss else cfg
+
+
 def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
@@ -179,8 +188,6 @@ def plan(config, request: PlanRequest) -> list[StepMemory]:
   mesh = make_mesh(config.mesh, devices)
   decoding = DecodeSharding.create(
       make_mesh(config.decode_mesh, devices[:request.host_devices], "decode_mesh"), rules)
-  small = request.shapes["small"]
-  verifier_cfg = dataclasses.replace(small, value_head=True)
   prompt, rev = request.prompt_tokens, config.revision_data
   revision_row = round_up(prompt + (rev.max_in_context + 1) * rev.max_new_tokens, 64)
   row_tokens = {"policy.small": config.data.max_len, "policy.large": config.data.max_len,
@@ -189,30 +196,31 @@ def plan(config, request: PlanRequest) -> list[StepMemory]:
                 "revision": revision_row, "revision_orm": revision_row}
   out = []
   for name in request.models if "train" in request.steps else ():
-    shape, section, objective = TRAINED[name]
-    model_cfg = verifier_cfg if objective is ValueLoss else request.shapes[shape]
+    _, section, objective = TRAINED[name]
     node = config
     for part in section.split("."):
       node = node[part]
     train_cfg = config_schema.build(TrainConfig, node, section)
     packed = objective is NextTokenLoss and (name == "revision" or config.data.pack)
-    out.append(train_step(name, model_cfg, train_cfg, objective(), mesh, rules,
-                          row_tokens[name], packed))
+    out.append(train_step(name, model_for(config, request, name), train_cfg, objective(),
+                          mesh, rules, row_tokens[name], packed))
   if "decode" not in request.steps:
     return out
   s = config.search
   search_cache = prompt + s.max_new_tokens
   sampling = sampler.SamplingConfig(s.temperature, s.top_k, s.top_p, s.max_new_tokens)
   if "policy.small" in request.models:
-    out.append(decode_step("policy.small", small, decoding, s.rows_per_batch, search_cache,
-                           sampling, s.max_step_tokens))
+    out.append(decode_step("policy.small", model_for(config, request, "policy.small"),
+                           decoding, s.rows_per_batch, search_cache, sampling,
+                           s.max_step_tokens))
   if "prm" in request.models:
-    out.append(score_step("prm", verifier_cfg, decoding, s.rows_per_batch, search_cache,
-                          s.max_step_tokens))
+    out.append(score_step("prm", model_for(config, request, "prm"), decoding, s.rows_per_batch,
+                          search_cache, s.max_step_tokens))
   if "revision" in request.models:
     r = config.revision_sampling
     revision_cache = prompt + (r.window + 1) * r.max_new_tokens
-    out.append(decode_step("revision", small, decoding, r.rows_per_batch, revision_cache,
+    out.append(decode_step("revision", model_for(config, request, "revision"), decoding,
+                           r.rows_per_batch, revision_cache,
                            sampler.SamplingConfig(r.temperature, max_new_tokens=r.max_new_tokens),
                            r.max_new_tokens))
   return out
