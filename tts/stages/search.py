@@ -145,22 +145,22 @@ def _verifier_check(prm: dict, orm: dict, n: int, how: str, task, seed: int) -> 
   """At N: one sample, majority vote, PRM-weighted and PRM-argmax (and the ORM's, if it ran
   at N) accuracies, the ordering's differences, and each verifier's within-question AUROC,
   with 95% paired-bootstrap intervals over questions."""
-  orm = {n: orm[n]} if n in orm else {}
+  orm_n = orm.get(n)
   rows = {"one_sample": (prm[n], how, "first"),
           "majority": (prm[n], how, "majority"), "prm_weighted": (prm[n], how, "weighted"),
           "prm_argmax": (prm[n], how, "argmax")}
-  if orm:
-    rows.update(orm_weighted=(orm[n], "last", "weighted"), orm_argmax=(orm[n], "last", "argmax"))
+  if orm_n:
+    rows.update(orm_weighted=(orm_n, "last", "weighted"), orm_argmax=(orm_n, "last", "argmax"))
   correct = {name: np.array([_pick(r, agg, rule, task) for r in recs], np.float64)
              for name, (recs, agg, rule) in rows.items()}
   weights = bootstrap.resample_weights(len(prm[n]), 1000, seed)
   est = lambda v: bootstrap.estimate(v.mean(), bootstrap.means(weights, v))
   out = {"n": n, "questions": len(prm[n]), "accuracy": {k: est(v) for k, v in correct.items()}}
   pairs = [("prm_weighted", "majority"), ("majority", "one_sample"),
-           ("prm_argmax", "one_sample")] + ([("prm_weighted", "orm_weighted")] if orm else [])
+           ("prm_argmax", "one_sample")] + ([("prm_weighted", "orm_weighted")] if orm_n else [])
   out["differences"] = {f"{a} - {b}": est(correct[a] - correct[b]) for a, b in pairs}
   out["within_question_auroc"] = {}
-  for name, recs, agg in [("prm", prm[n], how)] + ([("orm", orm[n], "last")] if orm else []):
+  for name, recs, agg in [("prm", prm[n], how)] + ([("orm", orm_n, "last")] if orm_n else []):
     auc = results.within_question_auroc(recs, agg)
     entry = {"questions": len(auc), "value": None, "ci": None}  # none with both kinds
     if len(auc):
