@@ -23,6 +23,11 @@ def test_run_writes_every_artifact(tiny_run):
   assert summary["param_ratio"] > 1
   assert 0.0 <= summary["small"]["pass1"] <= 1.0
   assert len(summary["small"]["pass1_by_quintile"]) == 5
+  for kind in ("prm", "orm"):
+    held = json.load(open(os.path.join(workdir, kind, "eval.json")))
+    within = held["within_question_auroc"]  # None when no held-out question has both kinds
+    assert (within is None) == (held["within_question_count"] == 0)
+    assert within is None or 0 <= within <= 1
 
 
 def test_rerun_skips_and_changed_config_is_refused(copy_run):

@@ -9,7 +9,7 @@ import pytest
 from tts.model import ModelConfig
 from tts.model.sharding import make_mesh
 from tts.stages import verifiers
-from tts.train import value_metrics
+from tts.search import verifier_metrics
 from tts.train.config import TrainConfig
 from tts.train.objectives import ValueLoss
 from tts.train.trainer import Trainer, _evals_since_best
@@ -94,15 +94,26 @@ def test_patience_needs_keep_best():
 
 
 def test_auroc_and_calibration_on_known_cases():
-  assert value_metrics.auroc(np.array([0.9, 0.8, 0.2, 0.1]),
+  assert verifier_metrics.auroc(np.array([0.9, 0.8, 0.2, 0.1]),
                              np.array([True, True, False, False])) == 1.0
-  assert value_metrics.auroc(np.array([0.1, 0.9]), np.array([True, False])) == 0.0
-  assert value_metrics.auroc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5
-  assert value_metrics.auroc(np.array([0.5]), np.array([True])) is None
-  cal = value_metrics.calibration(np.array([0.05, 0.05, 0.95, 0.95]),
+  assert verifier_metrics.auroc(np.array([0.1, 0.9]), np.array([True, False])) == 0.0
+  assert verifier_metrics.auroc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5
+  assert verifier_metrics.auroc(np.array([0.5]), np.array([True])) is None
+  cal = verifier_metrics.calibration(np.array([0.05, 0.05, 0.95, 0.95]),
                                   np.array([0.0, 0.2, 1.0, 0.8]))
   assert [b["count"] for b in cal["bins"]] == [2, 2]
   assert cal["ece"] == pytest.approx(0.05)
+
+
+def test_within_question_auroc_ignores_ranking_questions_by_difficulty():
+  # Question 0 is easy (high scores), question 1 hard: overall the scores rank right above
+  # wrong, inside each question they rank them backwards; question 2 has one class only.
+  scores = np.array([0.9, 0.9, 0.9, 0.95, 0.1, 0.2, 0.2, 0.2, 0.5, 0.6])
+  right = np.array([True, True, True, False, True, False, False, False, True, True])
+  question = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+  assert verifier_metrics.auroc(scores, right) > 0.5
+  np.testing.assert_array_equal(
+      verifier_metrics.within_group_auroc(scores, right, question), [0.0, 0.0])
 
 
 def test_held_out_questions_are_a_fixed_tenth():

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tts.search import answers, methods, verifier
+from tts.search import answers, methods, verifier, verifier_metrics
 from tts.search.methods import MethodConfig
 from tts.search.tree import QuestionResult
 
@@ -81,20 +81,15 @@ def reselect(record: dict, aggregation: str, rule: str, same_answer) -> bool:
 
 def within_question_auroc(records: list[dict], aggregation: str) -> np.ndarray:
   """Per question holding both right and wrong candidates: the probability that a right
-  candidate's solution score beats a wrong one's (ties half). float[Q'], questions with one
-  class only left out. A verifier can rank questions by difficulty (a high AUROC over all
-  solutions) and still not tell a question's right answers from its wrong ones: this is
-  what selecting among N samples needs."""
-  out = []
-  for r in records:
-    right = np.array([c["correct"] for c in r["candidates"]], bool)
-    if right.all() or not right.any():
-      continue
-    scores = np.array([verifier.aggregate(c["step_scores"], aggregation)
-                       for c in r["candidates"]])
-    diff = scores[right][:, None] - scores[~right][None, :]
-    out.append(float(np.mean((diff > 0) + 0.5 * (diff == 0))))
-  return np.asarray(out)
+  candidate's solution score beats a wrong one's (ties half)."""
+  scores, right, question = [], [], []
+  for i, r in enumerate(records):
+    for c in r["candidates"]:
+      scores.append(verifier.aggregate(c["step_scores"], aggregation))
+      right.append(c["correct"])
+      question.append(i)
+  return verifier_metrics.within_group_auroc(
+      np.asarray(scores, np.float64), np.asarray(right, bool), np.asarray(question))
 
 
 def verifier_comparison(prm: dict[int, list[dict]], orm: dict[int, list[dict]] | None,

@@ -23,7 +23,7 @@ from tts.model import Transformer
 from tts.model.sharding import make_mesh
 from tts.stages.label import read_shards
 from tts.stages.policy import load_policy
-from tts.train import value_metrics
+from tts.search import verifier_metrics
 from tts.train.checkpoints import save_params
 from tts.train.config import TrainConfig
 from tts.train.objectives import ValueLoss
@@ -81,15 +81,25 @@ def predict(model_cfg, params, data: dict, batch_size: int = 64) -> np.ndarray:
   return np.concatenate(out)
 
 
-def evaluate(model_cfg, params, heldout: dict) -> dict:
+def evaluate(model_cfg, params, records: list[dict], kind: str, pad_id: int) -> dict:
   """Calibration against the soft targets; AUROC of target >= 0.5 (a step from which the
-  policy more often than not still reaches the answer; for the ORM: a right answer)."""
+  policy more often than not still reaches the answer; for the ORM: a right answer); and the
+  AUROC of the final reading inside each question with right and wrong solutions (what
+  choosing among a question's samples needs; the overall AUROC also rewards ranking
+  questions by difficulty)."""
+  heldout = value_arrays(records, kind, pad_id)
   predicted = predict(model_cfg, params, heldout)
   target = heldout["value_target"][heldout["value_mask"] > 0]
-  return {"targets": int(len(target)), "auroc": value_metrics.auroc(predicted, target >= 0.5),
+  final = predict(model_cfg, params, value_arrays(records, "orm", pad_id))
+  within = verifier_metrics.within_group_auroc(
+      final, np.asarray([r["correct"] for r in records], bool),
+      np.asarray([r["question"] for r in records]))
+  return {"targets": int(len(target)), "auroc": verifier_metrics.auroc(predicted, target >= 0.5),
+          "within_question_auroc": round(float(within.mean()), 4) if len(within) else None,
+          "within_question_count": len(within),
           "mean_predicted": round(float(predicted.mean()), 4),
           "mean_target": round(float(target.mean()), 4),
-          **value_metrics.calibration(predicted, target)}
+          **verifier_metrics.calibration(predicted, target)}
 
 
 def fit_value_model(ctx, name: str, kind: str, records: list[dict], init_model,
@@ -103,7 +113,8 @@ def fit_value_model(ctx, name: str, kind: str, records: list[dict], init_model,
                                     cfg.verifiers.seed)
   pad = task.vocab.pad_id
   train_data = value_arrays([r for r in records if r["question"] in train_q], kind, pad)
-  heldout = value_arrays([r for r in records if r["question"] in held_q], kind, pad)
+  held_records = [r for r in records if r["question"] in held_q]
+  heldout = value_arrays(held_records, kind, pad)
   model_cfg, init = with_value_head(init_model, cfg.seed)
   trainer = Trainer(model_cfg, train_cfg, ValueLoss(), make_mesh(cfg.mesh),
                     cfg.logical_axis_rules)
@@ -114,7 +125,8 @@ def fit_value_model(ctx, name: str, kind: str, records: list[dict], init_model,
   result = {"train_solutions": len(train_data["tokens"]),
             "heldout_solutions": len(heldout["tokens"]),
             "best_val_loss": round(min(h["val_loss"] for h in history), 5),
-            "evals": len(history), **evaluate(model_cfg, jax.device_get(params), heldout)}
+            "evals": len(history),
+            **evaluate(model_cfg, jax.device_get(params), held_records, kind, pad)}
   if ctx.is_main:
     write_json_atomic(os.path.join(directory, "eval.json"), result)
   return {k: v for k, v in result.items() if k != "bins"}

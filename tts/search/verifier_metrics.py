@@ -32,3 +32,12 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     tied = order[values == v]
     ranks[tied] = ranks[tied].mean()
   return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def within_group_auroc(scores: np.ndarray, positive: np.ndarray, groups: np.ndarray) -> np.ndarray:
+  """AUROC inside each group holding both classes (float[G'], groups in sorted order; groups
+  with one class left out). A verifier's groups are questions: it can rank questions by
+  difficulty (a high AUROC over all solutions) and still not tell a question's right answers
+  from its wrong ones, which is what choosing among N samples needs."""
+  out = [auroc(scores[groups == g], positive[groups == g]) for g in np.unique(groups)]
+  return np.asarray([a for a in out if a is not None])
