@@ -13,6 +13,7 @@ The .npz (written by process 0) holds:
   shard_shape/<path>  one device's block of each parameter (evidence of sharding)
   loss, metric_steps  float[steps], int[steps] read back from metrics.jsonl
   start_step          the checkpoint fit resumed from, -1 if none
+  collectives/<op>    with --collectives: that op's count in the compiled train step
   device_count, process_count
 Exit code 3 means fit raised FloatingPointError; its message is saved as `error`.
 """
@@ -40,6 +41,9 @@ def parse_args(argv=None):
                  help="sleep this long before each (0-based) step from --throttle_from on, "
                       "so a test can kill the run at a known point")
   p.add_argument("--throttle_from", type=int, default=6)
+  p.add_argument("--collectives", action="store_true",
+                 help="save the compiled train step's collective ops per kind "
+                      "(collectives/<op>, e.g. collectives/all-gather)")
   p.add_argument("--coordinator", default="", help="host:port for jax.distributed")
   p.add_argument("--num_processes", type=int, default=1)
   p.add_argument("--process_id", type=int, default=0)
@@ -61,6 +65,21 @@ def copy_task(num_examples=64, length=16, vocab=32):
 
 RULES = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
          ("kv_heads", "tensor"), ("vocab", "tensor"), ("head_dim", None), ("norm", None))
+
+
+COLLECTIVES = ("all-gather", "all-to-all", "collective-permute", "all-reduce", "reduce-scatter")
+
+
+def collective_counts(trainer, data) -> dict:
+  """How many collectives of each kind the compiled train step runs (async pairs count
+  once: their -start op)."""
+  import re
+
+  import jax
+  batch = {k: jax.ShapeDtypeStruct((trainer.cfg.batch_size,) + v.shape[1:], v.dtype,
+                                   sharding=trainer.batch_sharding) for k, v in data.items()}
+  hlo = trainer.compile_train_step(batch).as_text()
+  return {f"collectives/{op}": len(re.findall(rf"\s{op}(-start)?\(", hlo)) for op in COLLECTIVES}
 
 
 def main(args):
@@ -109,6 +128,8 @@ def main(args):
   ckpts.close()
   result = {"start_step": -1 if start is None else start,
             "device_count": jax.device_count(), "process_count": jax.process_count()}
+  if args.collectives:
+    result.update(collective_counts(trainer, data))
   try:
     params, _ = trainer.fit(data, args.workdir)
   except FloatingPointError as e:

@@ -79,6 +79,7 @@ class Trainer:
         {"params": self.abstract_params, "opt_state": abstract_opt,
          "step": jax.ShapeDtypeStruct((), jnp.int32), "rng": rng}, self.state_shardings)
     self.batch_sharding = batch_sharding(mesh, rules)
+    _check_micro_batch(cfg, self.batch_sharding)
     self._train_step = jax.jit(
         self._step, in_shardings=(self.state_shardings, self.batch_sharding),
         out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
@@ -97,11 +98,19 @@ class Trainer:
     out = self.objective(nnx.merge(self.graphdef, params), batch, key)
     return out.total, out
 
+  def _micro_batches(self, x):
+    """[B, ...] -> [grad_accum, B / grad_accum, ...], micro-batch i = rows i, i + grad_accum,
+    ...: each device's block of rows splits into its share of every micro-batch, so the
+    micro-batches stay sharded like the batch (contiguous slices would gather the batch
+    onto the devices that hold each slice)."""
+    x = x.reshape((-1, self.cfg.grad_accum) + x.shape[1:]).swapaxes(0, 1)
+    spec = PartitionSpec(None, *self.batch_sharding.spec)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+
   def _step(self, state, batch):
     """One optimizer update; grad_accum micro-batches summed exactly before it."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-    micro = jax.tree.map(
-        lambda x: x.reshape((self.cfg.grad_accum, -1) + x.shape[1:]), batch)
+    micro = jax.tree.map(self._micro_batches, batch)
     grad_fn = jax.grad(self._loss, has_aux=True)
 
     def accumulate(carry, inputs):
@@ -271,6 +280,19 @@ class BestWeights:
     pointer = self._pointer()
     return checkpoints.load_params(
         os.path.join(self.directory, f"best-{pointer['step']}"), abstract_params)
+
+
+def _check_micro_batch(cfg: TrainConfig, sharding: NamedSharding):
+  """Every micro-batch splits evenly over the devices that share the batch's rows."""
+  axes = jax.tree.leaves(tuple(sharding.spec))
+  shards = math.prod(sharding.mesh.shape[a] for a in axes)
+  micro = cfg.batch_size // cfg.grad_accum
+  if micro % shards:
+    raise ValueError(
+        f"batch_size={cfg.batch_size} / grad_accum={cfg.grad_accum} = {micro} rows per "
+        f"micro-batch do not split over the {shards} devices of mesh axes "
+        f"{' x '.join(axes)} that share each batch; make batch_size a multiple of "
+        f"{cfg.grad_accum * shards}")
 
 
 def _evals_since_best(history: list[dict]) -> int:
