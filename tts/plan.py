@@ -115,8 +115,8 @@ def abstract_model(cfg: ModelConfig, sharding: DecodeSharding):
   """(graphdef, params as ShapeDtypeStructs in the decode mesh's shardings)."""
   graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
   params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        nnx.to_pure_dict(state), param_shardings(state, sharding.mesh,
-                                                                 sharding.rules))
+                        nnx.to_pure_dict(state), param_shardings(
+                            state, sharding.mesh, sharding.rules, replicate_indivisible=True))
   return graphdef, params
 
 

@@ -191,7 +191,7 @@ def load_hf_model(directory: str, mesh=None, rules=(), prm_token_ids=None, preci
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     shardings = jax.tree.map(lambda _: device, nnx.to_pure_dict(abstract))
   else:
-    shardings = param_shardings(abstract, mesh, rules)
+    shardings = param_shardings(abstract, mesh, rules, replicate_indivisible=True)
   params, dtype = {}, jnp.dtype(cfg.param_dtype)
   for m in tensor_maps(cfg):
     sharding = shardings

@@ -166,7 +166,8 @@ def load_model(directory: str, sharding: DecodeSharding | None = None) -> Loaded
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     shardings = jax.tree.map(lambda _: device, nnx.to_pure_dict(state))
   else:
-    shardings = param_shardings(state, sharding.mesh, sharding.rules)
+    shardings = param_shardings(state, sharding.mesh, sharding.rules,
+                                replicate_indivisible=True)
   abstract = jax.tree.map(lambda x, where: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where),
                           nnx.to_pure_dict(state), shardings)
   return LoadedModel.create(cfg, load_params(directory, abstract), sharding)
