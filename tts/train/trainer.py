@@ -33,14 +33,29 @@ from tts.train.summaries import ScalarSummaries
 log = logging.getLogger("tts.train")
 
 
-def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW with linear warmup then cosine decay, after global-norm clipping."""
+def make_optimizer(cfg: TrainConfig, decay_mask=None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warmup then cosine decay, after global-norm clipping; weight decay
+  on the parameters `decay_mask` marks True (None: all of them)."""
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=cfg.lr, warmup_steps=max(cfg.warmup_steps, 1),
       decay_steps=max(cfg.steps, cfg.warmup_steps + 1), end_value=cfg.lr * cfg.end_lr_fraction)
   tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                   optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+                   optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
+                               mask=decay_mask))
   return tx, schedule
+
+
+def matmul_weights(abstract_state) -> dict:
+  """True for the weights that multiply the model dimension (logical axes holding `embed`),
+  as a pure dict: attention, MLP, output and value-head matrices. False for norm scales,
+  biases and the embedding table (`vocab` first: a lookup, tied or not), which weight decay
+  would only pull towards zero (big_vision, MaxText and GPT-2's recipe exclude them)."""
+  def is_matmul(var):
+    axes = var.get_metadata().get("logical_axes", ())
+    return "embed" in axes and axes[0] != "vocab"
+  return nnx.to_pure_dict(jax.tree.map(is_matmul, abstract_state,
+                                       is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
 
 def init_params(model_cfg: ModelConfig, seed: int, shardings):
@@ -65,7 +80,8 @@ class Trainer:
     self.abstract_params = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         nnx.to_pure_dict(abstract_state), self.param_shardings)
-    self.tx, self.schedule = make_optimizer(cfg)
+    self.tx, self.schedule = make_optimizer(
+        cfg, None if cfg.decay_all_params else matmul_weights(abstract_state))
     replicated = NamedSharding(mesh, PartitionSpec())
     abstract_opt = jax.eval_shape(self.tx.init, self.abstract_params)
     opt_shardings = optax.tree_map_params(
@@ -79,7 +95,6 @@ class Trainer:
         {"params": self.abstract_params, "opt_state": abstract_opt,
          "step": jax.ShapeDtypeStruct((), jnp.int32), "rng": rng}, self.state_shardings)
     self.batch_sharding = batch_sharding(mesh, rules)
-    _check_micro_batch(cfg, self.batch_sharding)
     self._train_step = jax.jit(
         self._step, in_shardings=(self.state_shardings, self.batch_sharding),
         out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
@@ -188,6 +203,7 @@ class Trainer:
     """
     cfg = self.cfg
     section = desc.replace("/", ".")  # its config section, for messages: policy.small
+    batches.check_split(cfg.batch_size, cfg.grad_accum, self.batch_sharding, section)
     ckpts = TrainCheckpoints(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     state, start = self.new_state(init_params), 0
@@ -280,19 +296,6 @@ class BestWeights:
     pointer = self._pointer()
     return checkpoints.load_params(
         os.path.join(self.directory, f"best-{pointer['step']}"), abstract_params)
-
-
-def _check_micro_batch(cfg: TrainConfig, sharding: NamedSharding):
-  """Every micro-batch splits evenly over the devices that share the batch's rows."""
-  axes = jax.tree.leaves(tuple(sharding.spec))
-  shards = math.prod(sharding.mesh.shape[a] for a in axes)
-  micro = cfg.batch_size // cfg.grad_accum
-  if micro % shards:
-    raise ValueError(
-        f"batch_size={cfg.batch_size} / grad_accum={cfg.grad_accum} = {micro} rows per "
-        f"micro-batch do not split over the {shards} devices of mesh axes "
-        f"{' x '.join(axes)} that share each batch; make batch_size a multiple of "
-        f"{cfg.grad_accum * shards}")
 
 
 def _evals_since_best(history: list[dict]) -> int:
