@@ -12,6 +12,7 @@ from tts.data.errors import DataError
 from tts.stages import (data, difficulty, flops, label, policy, report, revision,
                         revision_search, search, select, verifiers)
 from tts.train.checkpoints import CheckpointMismatchError
+from tts.train.preemption import Preempted
 
 STAGES = [
     pipeline.Stage("data", data.run, config_keys=("task", "data.source")),
@@ -52,8 +53,8 @@ STAGES = [
 
 # Errors a user can act on: shown as one line by the CLI, not a traceback.
 USER_ERRORS = (pipeline.StageError, workdir_lock.WorkdirLocked, DataError,
-               CheckpointMismatchError, FloatingPointError, FileNotFoundError, FileExistsError,
-               ValueError, KeyError)
+               CheckpointMismatchError, Preempted, FloatingPointError, FileNotFoundError,
+               FileExistsError, ValueError, KeyError)
 
 
 def run(config, workdir: str, only: str | None = None, force: bool = False) -> str:

@@ -15,7 +15,8 @@ The .npz (written by process 0) holds:
   start_step          the checkpoint fit resumed from, -1 if none
   collectives/<op>    with --collectives: that op's count in the compiled train step
   device_count, process_count
-Exit code 3 means fit raised FloatingPointError; its message is saved as `error`.
+Exit code 3 means fit raised FloatingPointError, 4 that it stopped on a preemption notice
+(Preempted); the message is saved as `error`.
 """
 import argparse
 import json
@@ -101,6 +102,7 @@ def main(args):
   from tts.train.checkpoints import TrainCheckpoints
   from tts.train.config import TrainConfig
   from tts.train.objectives import NextTokenLoss
+  from tts.train.preemption import Preempted
   from tts.train.trainer import Trainer
 
   model_cfg = ModelConfig(vocab_size=32, num_layers=2, d_model=args.d_model, num_heads=4,
@@ -136,6 +138,10 @@ def main(args):
     if jax.process_index() == 0:
       np.savez(args.out, error=str(e), **result)
     return 3
+  except Preempted as e:
+    if jax.process_index() == 0:
+      np.savez(args.out, error=str(e), **result)
+    return 4
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:  # evidence of sharding
     result["shard_shape/" + "/".join(str(getattr(k, "key", k)) for k in path)] = np.asarray(
         leaf.sharding.shard_shape(leaf.shape))

@@ -94,6 +94,11 @@ class TrainCheckpoints:
     check_finite(restored["state"]["params"], where)
     return restored["state"], restored["meta"]
 
+  def reached_preemption(self, step: int) -> bool:
+    """All processes agreed to stop at `step` on a preemption notice (multi-process runs;
+    every process asks at every step)."""
+    return self.manager.reached_preemption(step)
+
   def wait(self):
     self.manager.wait_until_finished()
 

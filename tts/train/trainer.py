@@ -28,6 +28,7 @@ from tts.train import batches, checkpoints
 from tts.train.checkpoints import TrainCheckpoints
 from tts.train.config import TrainConfig
 from tts.train.objectives import Objective
+from tts.train.preemption import PreemptionNotice, Preempted
 from tts.train.summaries import ScalarSummaries
 
 log = logging.getLogger("tts.train")
@@ -221,47 +222,57 @@ class Trainer:
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not is_main, dynamic_ncols=True)
     summaries = ScalarSummaries(workdir) if is_main else None
     tick, tick_step, last_good = time.perf_counter(), start, latest
-    for step in range(start, cfg.steps):
-      if cfg.patience and _evals_since_best(history) >= cfg.patience:
-        break  # the weights after the next steps would not be used
-      rows = batches.global_batch_indices(num_examples, cfg.batch_size, step, cfg.seed)
-      state, metrics = self._train_step(
-          state, batches.make_global_batch(fields, rows, self.batch_sharding))
-      done = step + 1
-      if done == cfg.steps or any(done % every == 0 for every in (
-          cfg.log_every, cfg.eval_every, cfg.checkpoint_every)):
-        record = {k: float(v) for k, v in metrics.items()}
-        if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
-          ckpts.wait()
-          bar.close()  # so the error starts a line of its own
-          raise FloatingPointError(
-              f"{desc}: loss is {record['loss']} (gradient norm {record['grad_norm']}) at step "
-              f"{done}; nothing was saved after the "
-              f"last good checkpoint (step {last_good}) in {ckpts.directory}. Lower {section}.lr "
-              f"(now {cfg.lr}) or {section}.clip_norm, then rerun to resume from it")
-        elapsed = time.perf_counter() - tick
-        record.update(step=done, tokens_per_s=tokens_per_step * (done - tick_step) / elapsed)
-        tick, tick_step = time.perf_counter(), done
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-          if val_data is not None:
-            record.update({f"val_{k}": v for k, v in self.evaluate(state["params"], val_data).items()})
-            history.append(record)
-            if best is not None and _evals_since_best(history) <= cfg.evals_after_best:
-              best.save(done, state["params"], self.model_cfg)
-        _append_metrics(metrics_path, record)
-        if summaries is not None:
-          summaries.scalars(done, {k: v for k, v in record.items() if k != "step"})
-        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-      if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-        ckpts.save(done, state, {"step": done, "data_position": done * cfg.batch_size,
-                                 "seed": cfg.seed})
-        last_good = done
-      bar.update(1)
+    notice, preempted = PreemptionNotice(ckpts.reached_preemption), False
+    with notice:
+      for step in range(start, cfg.steps):
+        if cfg.patience and _evals_since_best(history) >= cfg.patience:
+          break  # the weights after the next steps would not be used
+        rows = batches.global_batch_indices(num_examples, cfg.batch_size, step, cfg.seed)
+        state, metrics = self._train_step(
+            state, batches.make_global_batch(fields, rows, self.batch_sharding))
+        done = step + 1
+        preempted = notice.requested(done)
+        if done == cfg.steps or preempted or any(done % every == 0 for every in (
+            cfg.log_every, cfg.eval_every, cfg.checkpoint_every)):
+          record = {k: float(v) for k, v in metrics.items()}
+          if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
+            ckpts.wait()
+            bar.close()  # so the error starts a line of its own
+            raise FloatingPointError(
+                f"{desc}: loss is {record['loss']} (gradient norm {record['grad_norm']}) at step "
+                f"{done}; nothing was saved after the "
+                f"last good checkpoint (step {last_good}) in {ckpts.directory}. Lower {section}.lr "
+                f"(now {cfg.lr}) or {section}.clip_norm, then rerun to resume from it")
+          elapsed = time.perf_counter() - tick
+          record.update(step=done, tokens_per_s=tokens_per_step * (done - tick_step) / elapsed)
+          tick, tick_step = time.perf_counter(), done
+          if done % cfg.eval_every == 0 or done == cfg.steps:
+            if val_data is not None:
+              val = self.evaluate(state["params"], val_data)
+              record.update({f"val_{k}": v for k, v in val.items()})
+              history.append(record)
+              if best is not None and _evals_since_best(history) <= cfg.evals_after_best:
+                best.save(done, state["params"], self.model_cfg)
+          _append_metrics(metrics_path, record)
+          if summaries is not None:
+            summaries.scalars(done, {k: v for k, v in record.items() if k != "step"})
+          bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or preempted:
+          ckpts.save(done, state, {"step": done, "data_position": done * cfg.batch_size,
+                                   "seed": cfg.seed})
+          last_good = done
+        bar.update(1)
+        if preempted:
+          break
     bar.close()
     if summaries is not None:
       summaries.close()
     ckpts.wait()
     ckpts.close()
+    if preempted and last_good < cfg.steps:
+      raise Preempted(f"{desc}: preempted (SIGTERM) at step {last_good} of {cfg.steps}; its "
+                      f"state is saved in {ckpts.directory}/{last_good}. Rerun the same "
+                      "command to resume from there")
     if best is not None:
       if not history:
         raise ValueError(f"{section}.keep_best needs validation data to pick weights")
