@@ -200,6 +200,7 @@ def main(argv=None):
   import jax
 
   from tts import experiment, logs  # imports jax and the stages; after argument errors show
+  from tts.atomic_files import exists
   logs.setup(jax.process_index())
   try:
     only = args.only if args.command == "run" else args.command
@@ -210,7 +211,7 @@ def main(argv=None):
     _missing_extra(parser, e)
   findings = os.path.join(args.workdir, "report", "summary.md")
   print(f"tts: finished; stage summaries in {summary}" +
-        (f"; findings in {findings}" if os.path.exists(findings) else ""))
+        (f"; findings in {findings}" if exists(findings) else ""))
 
 
 def _interop(parser, args, overrides=(), config=None):

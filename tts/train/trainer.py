@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 
 import jax
@@ -20,8 +19,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from tts.atomic_files import (read_json, read_jsonl, to_json, write_json_atomic,
-                              write_lines_atomic)
+from tts.atomic_files import (append_lines, exists, read_json, read_jsonl, read_text,
+                              remove_tree, to_json, write_json_atomic, write_lines_atomic)
 from tts.model import ModelConfig, Transformer
 from tts.model.sharding import batch_sharding, param_shardings
 from tts.train import batches, checkpoints
@@ -290,7 +289,7 @@ class BestWeights:
 
   def _pointer(self) -> dict | None:
     path = os.path.join(self.directory, "best.json")
-    if not os.path.exists(path):
+    if not exists(path):
       return None
     return read_json(path)
 
@@ -300,8 +299,9 @@ class BestWeights:
     checkpoints.save_params(target, params, model_cfg)
     if jax.process_index() == 0:
       write_json_atomic(os.path.join(self.directory, "best.json"), {"step": step})
-      if old and old["step"] != step:
-        shutil.rmtree(os.path.join(self.directory, f"best-{old['step']}"), ignore_errors=True)
+      stale = os.path.join(self.directory, f"best-{old['step']}") if old else None
+      if stale and old["step"] != step and exists(stale):
+        remove_tree(stale)
 
   def load(self, abstract_params):
     pointer = self._pointer()
@@ -318,21 +318,20 @@ def _evals_since_best(history: list[dict]) -> int:
 def _read_history(path: str, step: int) -> list[dict]:
   """Eval records up to `step` from metrics.jsonl: a resumed run continues the same
   early-stopping decisions."""
-  if not os.path.exists(path):
+  if not exists(path):
     return []
   return [r for r in read_jsonl(path) if r["step"] <= step and "val_loss" in r]
 
 
 def _append_metrics(path: str, record: dict):
   if jax.process_index() == 0:
-    with open(path, "a") as f:
-      f.write(to_json(record, path, sort_keys=True) + "\n")
+    append_lines(path, [to_json(record, path, sort_keys=True) + "\n"])
 
 
 def _truncate_metrics(path: str, step: int):
   """On resume, drop records logged after the restored step: they will be logged again."""
-  if jax.process_index() != 0 or not os.path.exists(path):
+  if jax.process_index() != 0 or not exists(path):
     return
-  with open(path) as f:
-    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  kept = [line + "\n" for line in read_text(path).split("\n")
+          if line.strip() and json.loads(line)["step"] <= step]
   write_lines_atomic(path, kept)
