@@ -21,9 +21,9 @@ def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None,
   """mesh_cfg has one size per axis in MESH_AXES; one size may be -1 (all remaining devices).
   field: the config section it came from, for the error.
 
-  Devices are laid out by `jax.make_mesh` (on TPU: neighbouring chips share the inner axes,
-  tensor then fsdp); over several TPU slices the data axis spans the slices (only data
-  parallelism crosses the slower links between them).
+  Devices are laid out by `jax.make_mesh` (on TPU and GPU, onto the chips' physical
+  topology); over several TPU slices the data axis spans the slices (only data parallelism
+  crosses the slower links between them).
   """
   devices = list(jax.devices() if devices is None else devices)
   sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
