@@ -27,7 +27,7 @@ from tts.train import batches, checkpoints
 from tts.train.checkpoints import TrainCheckpoints
 from tts.train.config import TrainConfig
 from tts.train.objectives import Objective
-from tts.train.preemption import PreemptionNotice, Preempted
+from tts.train.preemption import Preempted, PreemptionNotice
 from tts.train.summaries import ScalarSummaries
 
 log = logging.getLogger("tts.train")
