@@ -153,3 +153,19 @@ def test_batch_that_does_not_split_over_the_mesh_names_its_field():
   assert done.returncode == 2, done.stderr[-2000:]
   assert done.stderr == ("tts: error: policy.small.batch_size=12 does not split over the "
                          "mesh's 8 batch shards; pick a multiple of 8\n")
+
+
+def test_rule_that_does_not_divide_a_parameter_names_it():
+  """The demo's 25-token vocabulary over tensor=2: one line naming the parameter, the
+  dimension, the mesh axis and the fix, before anything compiles (it used to be replicated
+  on every chip without a word)."""
+  env = dict(os.environ, PYTHONPATH=str(HELPER.parents[2]))
+  done = subprocess.run(
+      [sys.executable, "-m", "tts.cli", "plan", DEMO, "--devices", "8", "--models",
+       "policy.small", "--steps", "train", "--config.mesh.data=4", "--config.mesh.tensor=2"],
+      env=env, capture_output=True, text=True, timeout=300, cwd=HELPER.parents[2])
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert done.stderr == (
+      "tts: error: logical_axis_rules: parameter embed dimension 0 ('vocab', size 25) does not "
+      "divide over mesh axis tensor (size 2); map 'vocab' to None in logical_axis_rules or "
+      "pick a mesh whose tensor size divides 25\n")

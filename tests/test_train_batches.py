@@ -7,6 +7,7 @@ epoch is a permutation, including epochs that start or end in the middle of a ba
 import numpy as np
 import pytest
 
+from tts.train import batches
 from tts.train.batches import global_batch_indices
 
 
@@ -46,3 +47,15 @@ def test_seeds_and_epochs_reorder():
   assert not np.array_equal(a[:32], b[:32])
   assert not np.array_equal(a[:32], a[32:64])
   assert np.array_equal(np.sort(a[:32]), np.sort(b[:32]))
+
+
+def test_micro_batches_that_do_not_split_over_the_mesh_name_the_field():
+  """grad_accum keeps each micro-batch sharded, so each must split over the batch shards."""
+  from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec
+  sharding = NamedSharding(AbstractMesh((2, 2, 2), ("data", "fsdp", "tensor")),
+                           PartitionSpec(("data", "fsdp")))
+  batches.check_split(16, 4, sharding, "prm")
+  with pytest.raises(ValueError, match=r"^prm.batch_size=16 does not split over the mesh's 4 "
+                                       r"batch shards in 8 micro-batches; pick a multiple of "
+                                       r"32$"):
+    batches.check_split(16, 8, sharding, "prm")

@@ -115,3 +115,30 @@ def test_nan_loss_raises_and_keeps_earlier_checkpoints(reference_run, run_train,
   good = run_train("after_nan", workdir=bad.workdir)
   assert int(good["start_step"]) == 3
   assert_resumed_exactly(good, reference_run)
+
+
+def test_sigterm_saves_the_current_step_and_rerun_resumes_there(reference_run, start_train,
+                                                                 run_train, list_checkpoints):
+  """A real SIGTERM (a scheduler's preemption notice) between checkpoints: the run saves
+  the step it reached, exits 4 (Preempted) with a message saying a rerun resumes, and the
+  rerun resumes at exactly that step to the uninterrupted result. Checkpoints every 100
+  steps: without the handler nothing but the signal's step could be on disk."""
+  # From step 4 on each step first sleeps 1 s: the signal lands while training.
+  run = start_train("sigterm", "--checkpoint_every", 100, "--throttle", 1, "--throttle_from", 3)
+  deadline = time.monotonic() + 240
+  while 3 not in _logged_steps(run.workdir):
+    assert run.proc.poll() is None, f"run ended before step 3:\n{run.log_tail()}"
+    assert time.monotonic() < deadline, "no step 3 within 240 s"
+    time.sleep(0.02)
+  run.proc.terminate()  # SIGTERM
+  stopped = run.finish(expect_rc=4)
+  steps = _logged_steps(run.workdir)
+  assert 3 <= steps[-1] < 12 and steps == list(range(1, steps[-1] + 1)), steps
+  assert list_checkpoints(run.workdir) == [steps[-1]]
+  message = str(stopped["error"])
+  assert f"preempted (SIGTERM) at step {steps[-1]} of 12" in message, message
+  assert "Rerun the same command to resume from there" in message, message
+
+  resumed = run_train("after_sigterm", workdir=run.workdir)
+  assert int(resumed["start_step"]) == steps[-1]
+  assert_resumed_exactly(resumed, reference_run)

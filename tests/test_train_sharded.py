@@ -42,3 +42,24 @@ def test_grad_accum_matches_one_batch(reference_run, run_train, assert_same_trai
   micro-batches have different weights and averaging per-micro-batch means would fail."""
   result = run_train("accum2", "--grad_accum", 2)
   assert_same_training(result, reference_run)
+
+
+def test_grad_accum_on_eight_devices_matches_one_batch(reference_run, run_train,
+                                                       assert_same_training):
+  """Micro-batches of a sharded batch (data=2 x fsdp=2 x tensor=2, grad_accum=2) sum to
+  the one-device, one-batch step."""
+  result = run_train("accum2_mesh8", "--devices", 8, "--mesh", "2,2,2", "--grad_accum", 2)
+  assert_same_training(result, reference_run)
+
+
+def test_grad_accum_moves_no_batch_rows(run_train):
+  """On a data-parallel mesh every device reads its own rows of every micro-batch: the step
+  all-reduces gradients and moves nothing else. (Contiguous micro-batches, the batch
+  reshaped to [grad_accum, B / grad_accum], all-gather the tokens and the loss mask.)"""
+  result = run_train("accum2_data4", "--devices", 4, "--mesh", "4,1,1", "--grad_accum", 2,
+                     "--steps", 1, "--collectives")
+  moved = {op: int(result[f"collectives/{op}"])
+           for op in ("all-gather", "all-to-all", "collective-permute", "reduce-scatter")}
+  assert moved == dict.fromkeys(moved, 0), moved
+  assert int(result["collectives/all-reduce"]) >= 1
+

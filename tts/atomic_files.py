@@ -1,24 +1,82 @@
 """Atomic file writes: write to a temporary name, then rename, so readers (and a rerun after
 a kill) never see half a file. And the readers for what they write, whose errors name the
-file and line, and a check that no number written is NaN or infinite."""
+file and line, and a check that no number written is NaN or infinite.
+
+Paths may be local or a bucket's (`gs://bucket/run`, through `etils.epath`): an object
+store has no rename, but an object appears whole when its upload completes, which is the
+same guarantee; it has no append either, so appending rewrites the object.
+"""
 import json
 import math
 import os
+import shutil
 
 import numpy as np
+from etils import epath
 
 from tts.data.errors import DataError
 
 
-def write_lines_atomic(path: str, lines):
-  """Writes each string of `lines` (newline-terminated by the caller) atomically."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+def is_remote(path) -> bool:
+  """A bucket URI (gs://, s3://, ...), which os.path would treat as a relative path."""
+  return "://" in os.fspath(path)
+
+
+def absolute(path: str) -> str:
+  """os.path.abspath for local paths; a bucket URI as it is."""
+  return path if is_remote(path) else os.path.abspath(path)
+
+
+def exists(path: str) -> bool:
+  return epath.Path(path).exists() if is_remote(path) else os.path.exists(path)
+
+
+def is_dir(path: str) -> bool:
+  return epath.Path(path).is_dir() if is_remote(path) else os.path.isdir(path)
+
+
+def make_dirs(path: str):
+  """The directory and its parents (in a bucket, at most a placeholder object)."""
+  if is_remote(path):
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+  else:
+    os.makedirs(path, exist_ok=True)
+
+
+def remove_tree(path: str):
+  """Deletes a directory this tool wrote, and everything under it."""
+  if is_remote(path):
+    epath.Path(path).rmtree()
+  else:
+    shutil.rmtree(path)
+
+
+def write_bytes_atomic(path: str, data: bytes):
+  make_dirs(os.path.dirname(path) or ".")
+  if is_remote(path):
+    epath.Path(path).write_bytes(data)
+    return
   tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.writelines(lines)
+  with open(tmp, "wb") as f:
+    f.write(data)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def write_lines_atomic(path: str, lines):
+  """Writes each string of `lines` (newline-terminated by the caller) atomically, as UTF-8."""
+  write_bytes_atomic(path, "".join(lines).encode())
+
+
+def append_lines(path: str, lines):
+  """Appends `lines` to `path` (an object in a bucket is rewritten whole)."""
+  if is_remote(path):
+    old = read_text(path) if exists(path) else ""
+    epath.Path(path).write_text(old + "".join(lines))
+    return
+  with open(path, "a") as f:
+    f.writelines(lines)
 
 
 def write_json_atomic(path: str, obj):
@@ -30,9 +88,8 @@ def write_json_if_changed(path: str, obj) -> bool:
   (even a read-only one) writes nothing. Returns whether it wrote."""
   text = to_json(obj, path, indent=2, sort_keys=True)
   try:
-    with open(path) as f:
-      if f.read() == text:
-        return False
+    if epath.Path(path).read_text() == text:
+      return False
   except (OSError, UnicodeDecodeError):
     pass
   write_lines_atomic(path, [text])
@@ -95,8 +152,7 @@ def read_jsonl(path: str) -> list[dict]:
 
 def read_text(path: str) -> str:
   """The UTF-8 text of `path`; other bytes are a DataError naming file and line."""
-  with open(path, "rb") as f:
-    data = f.read()
+  data = epath.Path(path).read_bytes()
   try:
     return data.decode("utf-8")
   except UnicodeDecodeError as e:

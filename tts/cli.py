@@ -14,7 +14,6 @@ import argparse
 import ast
 import difflib
 import importlib.util
-import json
 import os
 import sys
 
@@ -184,11 +183,9 @@ def main(argv=None):
     args.workdir = default_workdir(args.config) if args.config else "."
 
   if args.command == "export" and args.config is None:  # the run's resolved config, if any
+    from tts.atomic_files import exists, read_json
     saved = os.path.join(args.workdir, "config.json")
-    config = None
-    if os.path.isfile(saved):
-      with open(saved) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(read_json(saved)) if exists(saved) else None
     return _interop(parser, args, overrides, config=config)
   try:
     config = apply_overrides(load_config(args.config), overrides, args.config)
@@ -200,6 +197,7 @@ def main(argv=None):
   import jax
 
   from tts import experiment, logs  # imports jax and the stages; after argument errors show
+  from tts.atomic_files import exists
   logs.setup(jax.process_index())
   try:
     only = args.only if args.command == "run" else args.command
@@ -210,7 +208,7 @@ def main(argv=None):
     _missing_extra(parser, e)
   findings = os.path.join(args.workdir, "report", "summary.md")
   print(f"tts: finished; stage summaries in {summary}" +
-        (f"; findings in {findings}" if os.path.exists(findings) else ""))
+        (f"; findings in {findings}" if exists(findings) else ""))
 
 
 def _interop(parser, args, overrides=(), config=None):

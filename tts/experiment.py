@@ -7,11 +7,13 @@ import os
 import jax
 
 from tts import config_check, pipeline, workdir_lock
-from tts.atomic_files import read_json, write_json_if_changed
+from tts.atomic_files import (exists, is_dir, is_remote, make_dirs, read_json,
+                              write_json_if_changed)
 from tts.data.errors import DataError
 from tts.stages import (data, difficulty, flops, label, policy, report, revision,
                         revision_search, search, select, verifiers)
 from tts.train.checkpoints import CheckpointMismatchError
+from tts.train.preemption import Preempted
 
 STAGES = [
     pipeline.Stage("data", data.run, config_keys=("task", "data.source")),
@@ -52,26 +54,28 @@ STAGES = [
 
 # Errors a user can act on: shown as one line by the CLI, not a traceback.
 USER_ERRORS = (pipeline.StageError, workdir_lock.WorkdirLocked, DataError,
-               CheckpointMismatchError, FloatingPointError, FileNotFoundError, FileExistsError,
-               ValueError, KeyError)
+               CheckpointMismatchError, Preempted, FloatingPointError, FileNotFoundError,
+               FileExistsError, ValueError, KeyError)
 
 
 def run(config, workdir: str, only: str | None = None, force: bool = False) -> str:
   """Runs the stages; returns the path of the run summary (stage -> summary). Process 0
   holds the workdir's lock (the other processes of a multi-process run share it)."""
   config_check.check_config(config)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  if exists(workdir) and not is_dir(workdir):
     raise FileExistsError(f"--workdir {workdir} is a file; pass a directory")
-  if not os.path.isdir(workdir):  # (makedirs would try to write to a read-only one)
-    os.makedirs(workdir, exist_ok=True)  # several processes may race here
+  if not is_dir(workdir):  # (makedirs would try to write to a read-only one)
+    make_dirs(workdir)  # several processes may race here
   ctx = pipeline.Context(config=config, workdir=workdir)
-  with workdir_lock.hold(workdir) if ctx.is_main else contextlib.nullcontext():
+  # A bucket has no file locks: one run at a time there is the user's to ensure.
+  lock = ctx.is_main and not is_remote(workdir)
+  with workdir_lock.hold(workdir) if lock else contextlib.nullcontext():
     if ctx.is_main:
       write_json_if_changed(os.path.join(workdir, "config.json"), config.to_dict())
     summaries = pipeline.run_stages(STAGES, ctx, only=only, force=force)
     path = os.path.join(workdir, "summary.json")
     if ctx.is_main:  # --only updates its stage's entry; the others stay
-      previous = read_json(path) if os.path.exists(path) else {}
+      previous = read_json(path) if exists(path) else {}
       write_json_if_changed(path, {"stages": {**previous.get("stages", {}), **summaries},
                                    "processes": jax.process_count(),
                                    "devices": jax.device_count()})

@@ -7,9 +7,8 @@ Records depend only on a question's own keys (never on its batch), so the joined
 the one a single process writes; a killed stage recomputes the file that is missing (parts
 are rewritten, never trusted across runs).
 """
-import os
-
 import jax
+from etils import epath
 from jax.experimental import multihost_utils
 
 from tts.atomic_files import read_jsonl, write_jsonl_atomic
@@ -37,7 +36,7 @@ def all_records(path: str, mine: list[dict]) -> list[dict]:
   multihost_utils.sync_global_devices(f"parts read: {path}")
   if jax.process_index() == 0:
     for part in parts:
-      os.remove(part)
+      epath.Path(part).unlink()
   return records
 
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from typing import Callable
 
@@ -21,7 +20,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from tts.atomic_files import read_json, write_json_atomic
+from tts.atomic_files import exists, read_json, remove_tree, write_json_atomic
 from tts.data import math_grader
 from tts.data.errors import DataError
 
@@ -86,7 +85,7 @@ def _changed_fields(old: dict, new: dict, prefix="") -> list[str]:
 def read_record(directory: str, name: str, stage: str) -> dict | None:
   """`started.json` or `done.json` of a stage, checked; None when absent."""
   path = os.path.join(directory, name)
-  if not os.path.exists(path):
+  if not exists(path):
     return None
   redo = f"redo the stage: --only {stage} --force"
   try:
@@ -168,7 +167,7 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
       summaries[stage.name] = record["summary"]
       continue
     if force and record and ctx.is_main:
-      shutil.rmtree(directory)
+      remove_tree(directory)
     if ctx.is_main:
       write_json_atomic(os.path.join(directory, "started.json"),
                         {"fingerprint": fp, "inputs": inputs})

@@ -29,6 +29,7 @@ from tts.model import ModelConfig, Transformer, init_cache
 from tts.model.sharding import DecodeSharding, make_mesh, param_shardings
 from tts.search import sampler, verifier
 from tts.stages.policy import MODEL_NAMES, model_config
+from tts.train import batches
 from tts.train.config import TrainConfig
 from tts.train.objectives import PACKING_FIELDS, NextTokenLoss, ValueLoss
 from tts.train.trainer import Trainer
@@ -98,11 +99,7 @@ def train_step(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, object
   """The trainer's own train step at the config's batch of `tokens`-token rows."""
   trainer = Trainer(model_cfg, train_cfg, objective, mesh, rules)
   rows = train_cfg.batch_size
-  axes = trainer.batch_sharding.spec[0] or ()
-  shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
-  if rows % shards:
-    raise ValueError(f"{name}.batch_size={rows} does not split over the mesh's {shards} "
-                     f"batch shards; pick a multiple of {shards}")
+  batches.check_split(rows, train_cfg.grad_accum, trainer.batch_sharding, name)
   fields = objective.batch_fields + (objective.optional_fields if packed else ())
   batch = {k: jax.ShapeDtypeStruct((rows, tokens), jnp.int32 if k in INT_FIELDS else jnp.float32,
                                    sharding=trainer.batch_sharding) for k in fields}
@@ -115,8 +112,8 @@ def abstract_model(cfg: ModelConfig, sharding: DecodeSharding):
   """(graphdef, params as ShapeDtypeStructs in the decode mesh's shardings)."""
   graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))
   params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        nnx.to_pure_dict(state), param_shardings(state, sharding.mesh,
-                                                                 sharding.rules))
+                        nnx.to_pure_dict(state), param_shardings(
+                            state, sharding.mesh, sharding.rules, replicate_indivisible=True))
   return graphdef, params
 
 

@@ -13,8 +13,10 @@ The .npz (written by process 0) holds:
   shard_shape/<path>  one device's block of each parameter (evidence of sharding)
   loss, metric_steps  float[steps], int[steps] read back from metrics.jsonl
   start_step          the checkpoint fit resumed from, -1 if none
+  collectives/<op>    with --collectives: that op's count in the compiled train step
   device_count, process_count
-Exit code 3 means fit raised FloatingPointError; its message is saved as `error`.
+Exit code 3 means fit raised FloatingPointError, 4 that it stopped on a preemption notice
+(Preempted); the message is saved as `error`.
 """
 import argparse
 import json
@@ -40,6 +42,9 @@ def parse_args(argv=None):
                  help="sleep this long before each (0-based) step from --throttle_from on, "
                       "so a test can kill the run at a known point")
   p.add_argument("--throttle_from", type=int, default=6)
+  p.add_argument("--collectives", action="store_true",
+                 help="save the compiled train step's collective ops per kind "
+                      "(collectives/<op>, e.g. collectives/all-gather)")
   p.add_argument("--coordinator", default="", help="host:port for jax.distributed")
   p.add_argument("--num_processes", type=int, default=1)
   p.add_argument("--process_id", type=int, default=0)
@@ -63,6 +68,21 @@ RULES = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("he
          ("kv_heads", "tensor"), ("vocab", "tensor"), ("head_dim", None), ("norm", None))
 
 
+COLLECTIVES = ("all-gather", "all-to-all", "collective-permute", "all-reduce", "reduce-scatter")
+
+
+def collective_counts(trainer, data) -> dict:
+  """How many collectives of each kind the compiled train step runs (async pairs count
+  once: their -start op)."""
+  import re
+
+  import jax
+  batch = {k: jax.ShapeDtypeStruct((trainer.cfg.batch_size,) + v.shape[1:], v.dtype,
+                                   sharding=trainer.batch_sharding) for k, v in data.items()}
+  hlo = trainer.compile_train_step(batch).as_text()
+  return {f"collectives/{op}": len(re.findall(rf"\s{op}(-start)?\(", hlo)) for op in COLLECTIVES}
+
+
 def main(args):
   if args.devices:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -82,6 +102,7 @@ def main(args):
   from tts.train.checkpoints import TrainCheckpoints
   from tts.train.config import TrainConfig
   from tts.train.objectives import NextTokenLoss
+  from tts.train.preemption import Preempted
   from tts.train.trainer import Trainer
 
   model_cfg = ModelConfig(vocab_size=32, num_layers=2, d_model=args.d_model, num_heads=4,
@@ -109,12 +130,18 @@ def main(args):
   ckpts.close()
   result = {"start_step": -1 if start is None else start,
             "device_count": jax.device_count(), "process_count": jax.process_count()}
+  if args.collectives:
+    result.update(collective_counts(trainer, data))
   try:
     params, _ = trainer.fit(data, args.workdir)
   except FloatingPointError as e:
     if jax.process_index() == 0:
       np.savez(args.out, error=str(e), **result)
     return 3
+  except Preempted as e:
+    if jax.process_index() == 0:
+      np.savez(args.out, error=str(e), **result)
+    return 4
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:  # evidence of sharding
     result["shard_shape/" + "/".join(str(getattr(k, "key", k)) for k in path)] = np.asarray(
         leaf.sharding.shard_shape(leaf.shape))

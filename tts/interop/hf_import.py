@@ -22,7 +22,6 @@ read here at the newline instead, which is where its tag would follow.)
 """
 import dataclasses
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +29,7 @@ import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
 
-from tts.atomic_files import read_json
+from tts.atomic_files import make_dirs, read_json, write_bytes_atomic
 from tts.data.errors import DataError
 from tts.interop.hf_layout import (VALUE_HEAD_BIAS, VALUE_HEAD_FILE, VALUE_HEAD_WEIGHT,
                                    read_model_config, tensor_maps)
@@ -65,9 +64,10 @@ def open_safetensors(path: str, framework: str):
 def keep_checkpoint_files(hf_dir: str, out: str) -> list[str]:
   """Copies the CHECKPOINT_FILES that `hf_dir` has into `out`; returns their names."""
   kept = [n for n in CHECKPOINT_FILES if os.path.isfile(os.path.join(hf_dir, n))]
-  os.makedirs(out, exist_ok=True)
-  for name in kept:
-    shutil.copyfile(os.path.join(hf_dir, name), os.path.join(out, name))
+  make_dirs(out)
+  for name in kept:  # `out` may be in a bucket (a run's workdir)
+    with open(os.path.join(hf_dir, name), "rb") as f:
+      write_bytes_atomic(os.path.join(out, name), f.read())
   return kept
 
 
@@ -191,7 +191,7 @@ def load_hf_model(directory: str, mesh=None, rules=(), prm_token_ids=None, preci
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     shardings = jax.tree.map(lambda _: device, nnx.to_pure_dict(abstract))
   else:
-    shardings = param_shardings(abstract, mesh, rules)
+    shardings = param_shardings(abstract, mesh, rules, replicate_indivisible=True)
   params, dtype = {}, jnp.dtype(cfg.param_dtype)
   for m in tensor_maps(cfg):
     sharding = shardings

@@ -9,9 +9,9 @@ import math
 from typing import Sequence
 
 import jax
-import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.experimental import mesh_utils
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -19,7 +19,12 @@ MESH_AXES = ("data", "fsdp", "tensor")
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None,
               field: str = "mesh") -> Mesh:
   """mesh_cfg has one size per axis in MESH_AXES; one size may be -1 (all remaining devices).
-  field: the config section it came from, for the error."""
+  field: the config section it came from, for the error.
+
+  Devices are laid out by `jax.make_mesh` (on TPU and GPU, onto the chips' physical
+  topology); over several TPU slices the data axis spans the slices (only data parallelism
+  crosses the slower links between them).
+  """
   devices = list(jax.devices() if devices is None else devices)
   sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
   if sizes.count(-1) > 1:
@@ -35,7 +40,24 @@ def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None,
             f"{len(devices)}" if -1 in given.values()
             else f"set --config.{field}.data=-1 to use all of them")
     raise ValueError(f"{field} {given} does not fit the {len(devices)} visible devices; {hint}")
-  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+  auto = (AxisType.Auto,) * len(MESH_AXES)  # shardings come from the rules, not the types
+  num_slices = len({getattr(d, "slice_index", 0) for d in devices})
+  if num_slices == 1:
+    return jax.make_mesh(sizes, MESH_AXES, axis_types=auto, devices=devices)
+  ici, dcn = slice_shapes(sizes, num_slices, field)
+  return Mesh(mesh_utils.create_hybrid_device_mesh(ici, dcn, devices), MESH_AXES,
+              axis_types=auto)
+
+
+def slice_shapes(sizes: Sequence[int], num_slices: int, field: str = "mesh"):
+  """(within-slice shape, across-slices shape) of a mesh over `num_slices` slices: the data
+  axis is split across them, fsdp and tensor stay within each."""
+  data = sizes[MESH_AXES.index("data")]
+  if data % num_slices:
+    raise ValueError(f"{field}.data={data} must be a multiple of the {num_slices} TPU slices "
+                     "(only data parallelism spans slices)")
+  across = [num_slices if name == "data" else 1 for name in MESH_AXES]
+  return [s // a for s, a in zip(sizes, across)], across
 
 
 def logical_to_spec(axes: Sequence[str | None], rules, shape=None, mesh: Mesh | None = None):
@@ -57,12 +79,33 @@ def _is_variable(x):
   return isinstance(x, nnx.Variable)
 
 
-def param_shardings(abstract_state, mesh: Mesh, rules):
-  """NamedSharding per parameter of an (abstract) nnx.State, as a pure dict."""
-  def one(var):
+def param_shardings(abstract_state, mesh: Mesh, rules, replicate_indivisible=False):
+  """NamedSharding per parameter of an (abstract) nnx.State, as a pure dict.
+
+  A dimension whose rule names mesh axes that do not divide it is an error naming the
+  parameter, the dimension and the axes (training: replicating it silently would run out of
+  memory later). Decoding passes replicate_indivisible=True: any model runs on any decode
+  mesh, an odd vocabulary or head count whole on each device.
+  """
+  def one(path, var):
     axes = var.get_metadata().get("logical_axes", (None,) * len(var.shape))
-    return NamedSharding(mesh, logical_to_spec(axes, rules, var.shape, mesh))
-  return nnx.to_pure_dict(jax.tree.map(one, abstract_state, is_leaf=_is_variable))
+    if replicate_indivisible:
+      return NamedSharding(mesh, logical_to_spec(axes, rules, var.shape, mesh))
+    spec = logical_to_spec(axes, rules)
+    for dim, (name, target) in enumerate(zip(axes, spec)):
+      names = (target,) if isinstance(target, str) else tuple(target or ())
+      size = math.prod(mesh.shape[n] for n in names)
+      if var.shape[dim] % size:
+        where = jax.tree_util.keystr(path, simple=True, separator="/")
+        raise ValueError(
+            f"logical_axis_rules: parameter {where} dimension {dim} ('{name}', size "
+            f"{var.shape[dim]}) does not divide over mesh "
+            f"axis {' x '.join(names)} (size {size}); map '{name}' to None in "
+            f"logical_axis_rules or pick a mesh whose {' x '.join(names)} size divides "
+            f"{var.shape[dim]}")
+    return NamedSharding(mesh, spec)
+  return nnx.to_pure_dict(jax.tree_util.tree_map_with_path(one, abstract_state,
+                                                           is_leaf=_is_variable))
 
 
 def batch_sharding(mesh: Mesh, rules) -> NamedSharding:

@@ -1,6 +1,8 @@
 """PNG figures from the report's tables (lists of row dicts, the same rows the CSVs hold).
 Each figure says what it shows without the code: title, axis labels with units, legend.
 A column `x` with `x_lo` / `x_hi` beside it is drawn with its 95% interval (band or bar)."""
+import io
+
 import matplotlib
 import matplotlib.lines
 
@@ -9,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.patches  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
+
+from tts.atomic_files import write_bytes_atomic  # noqa: E402
 
 
 def _budget_axis(ax, label="generation budget per question (log scale)"):
@@ -20,8 +24,10 @@ def _budget_axis(ax, label="generation budget per question (log scale)"):
 
 def _save(fig, path: str, dpi: int):
   fig.tight_layout()
-  fig.savefig(path, dpi=dpi, bbox_inches="tight")  # keeps legends placed outside the axes
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=dpi, bbox_inches="tight")  # legends outside the axes
   plt.close(fig)
+  write_bytes_atomic(path, png.getvalue())
 
 
 def _line(ax, rows: list[dict], x: str, key: str, band: bool = True, **style):

@@ -6,7 +6,7 @@ Later stages read these files, not the task generator.
 """
 import os
 
-from tts.atomic_files import read_jsonl, write_json_atomic, write_jsonl_atomic
+from tts.atomic_files import exists, make_dirs, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tts.data.errors import DataError
 from tts.data.tasks import SPLITS, make_task
 
@@ -27,7 +27,7 @@ def _tokenized(cfg, split: str) -> list[dict]:
 
 def read_split(workdir: str, split: str) -> list[dict]:
   path = os.path.join(workdir, "data", f"{split}.jsonl")
-  if not os.path.exists(path):
+  if not exists(path):
     raise FileNotFoundError(f"{path} not found; run the data stage first "
                             f"(tts run CONFIG --workdir {workdir} --only data)")
   examples = read_jsonl(path)
@@ -42,7 +42,7 @@ def run(ctx) -> dict:
   directory = ctx.stage_dir("data")
   counts = {}
   if ctx.is_main:
-    os.makedirs(directory, exist_ok=True)
+    make_dirs(directory)
     for split in SPLITS:
       records = _tokenized(ctx.config, split)
       write_jsonl_atomic(os.path.join(directory, f"{split}.jsonl"), records)

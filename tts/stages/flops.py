@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from tts import config_schema
-from tts.atomic_files import read_json, write_json_atomic
+from tts.atomic_files import exists, read_json, write_json_atomic
 from tts.scaling import bootstrap, comparisons, flops
 from tts.scaling.config import BIN_KINDS, FlopsConfig
 from tts.stages.select import estimation_flops, read_difficulty
@@ -27,7 +27,7 @@ from tts.train.checkpoints import load_model_config
 
 def _read(workdir: str, name: str) -> dict:
   path = os.path.join(workdir, "select", name)
-  if not os.path.exists(path):
+  if not exists(path):
     raise FileNotFoundError(f"{path} not found; run the select stage first")
   return read_json(path)
 

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tts import hosts, pipeline
-from tts.atomic_files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+from tts.atomic_files import exists, read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tts.data.errors import DataError
 from tts.data.tasks import make_task
 from tts.model.sharding import decode_sharding
@@ -83,7 +83,7 @@ def run(ctx) -> dict:
   num_shards = -(-len(examples) // c.questions_per_shard)
   for i in tqdm(hosts.share(num_shards), desc="label", disable=not ctx.is_main):
     path = shard_path(ctx.workdir, i)
-    if os.path.exists(path):
+    if exists(path):
       continue
     questions = list(range(i * c.questions_per_shard,
                            min((i + 1) * c.questions_per_shard, len(examples))))

@@ -10,7 +10,7 @@ import io
 import os
 
 from tts import config_schema
-from tts.atomic_files import read_json, write_json_atomic, write_lines_atomic
+from tts.atomic_files import exists, make_dirs, read_json, write_json_atomic, write_lines_atomic
 from tts.report import findings, plots
 from tts.scaling.config import BIN_KINDS, ReportConfig
 
@@ -19,7 +19,7 @@ FAMILIES = ("search", "revisions")  # report order
 
 def _read(workdir: str, stage: str, name: str) -> dict:
   path = os.path.join(workdir, stage, name)
-  if not os.path.exists(path):
+  if not exists(path):
     raise FileNotFoundError(f"{path} not found; run the {stage} stage first")
   return read_json(path)
 
@@ -27,7 +27,7 @@ def _read(workdir: str, stage: str, name: str) -> dict:
 def _read_optional(workdir: str, stage: str, name: str) -> dict | None:
   """A stage's file that exists only in some configurations (none: the section is left out)."""
   path = os.path.join(workdir, stage, name)
-  return read_json(path) if os.path.exists(path) else None
+  return read_json(path) if exists(path) else None
 
 
 def write_csv(path: str, rows: list[dict]):
@@ -254,7 +254,7 @@ def run(ctx) -> dict:
   settings = _read(ctx.workdir, "select", "settings.json")
   flops = _read(ctx.workdir, "flops", "flops.json")
   directory = ctx.stage_dir("report")
-  os.makedirs(directory, exist_ok=True)
+  make_dirs(directory)
   kind, costs = selection["bins"], selection["difficulty_cost_generations"]
   figures = []
 

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tts import config_schema, hosts
-from tts.atomic_files import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+from tts.atomic_files import exists, read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tts.data import revisions as revision_format
 from tts.data.tasks import make_task
 from tts.model.sharding import decode_sharding, make_mesh
@@ -166,7 +166,7 @@ def load_chains(path: str) -> list[list[list[revisions.Answer]]]:
 def chains_once(path: str, make, is_main: bool):
   """The chains stored at `path`, or `make()`'s, stored there: a rerun after a kill (say,
   in training that follows) does not sample them again."""
-  if os.path.exists(path):
+  if exists(path):
     return load_chains(path)
   chains = make()
   if is_main:

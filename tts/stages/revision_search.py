@@ -10,7 +10,7 @@ answers turning wrong, sequential vs parallel, accuracy per split and difficulty
 """
 import os
 
-from tts.atomic_files import write_json_atomic, write_jsonl_atomic
+from tts.atomic_files import exists, write_json_atomic, write_jsonl_atomic
 from tts.data.tasks import make_task
 from tts.model.sharding import decode_sharding
 from tts.search import revision_results, revisions
@@ -24,7 +24,7 @@ from tts.train.checkpoints import load_model_config
 
 def difficulty_bins(workdir: str) -> dict[str, int] | None:
   """Question id -> oracle difficulty bin, from the difficulty stage when it ran."""
-  if not os.path.exists(os.path.join(workdir, "difficulty", "questions.jsonl")):
+  if not exists(os.path.join(workdir, "difficulty", "questions.jsonl")):
     return None
   return {r["id"]: r["oracle_bin"] for r in read_difficulty(workdir)}
 

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tts import config_schema, hosts
-from tts.atomic_files import read_jsonl, write_json_atomic
+from tts.atomic_files import exists, read_jsonl, write_json_atomic
 from tts.data.tasks import make_task
 from tts.model.sharding import DecodeSharding, decode_sharding
 from tts.scaling import bootstrap
@@ -210,7 +210,7 @@ def run(ctx) -> dict:
     skipped += [f"{name}/n{n}" for n in budgets if n not in fitting]
     progress.update(len(budgets) - len(fitting))
     paths = {n: os.path.join(directory, name, f"n{n}.jsonl") for n in fitting}
-    done = {n: read_jsonl(paths[n]) for n in fitting if os.path.exists(paths[n])}
+    done = {n: read_jsonl(paths[n]) for n in fitting if exists(paths[n])}
     progress.update(len(done))
     missing = [n for n in fitting if n not in done]
     # best-of-N: one run at the largest missing budget serves every smaller one.

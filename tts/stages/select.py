@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from tts import config_schema
-from tts.atomic_files import read_jsonl, write_json_atomic
+from tts.atomic_files import exists, read_jsonl, write_json_atomic
 from tts.interop.hf_layout import read_model_config
 from tts.scaling import bootstrap, comparisons, difficulty, flops
 from tts.scaling.config import BIN_ESTIMATION, BIN_KINDS, BIN_SCORES, SelectConfig
@@ -30,7 +30,7 @@ PAPER_SEARCH_KINDS = ("best_of_n", "beam", "lookahead")
 def read_difficulty(workdir: str) -> list[dict]:
   """difficulty/questions.jsonl, checked to hold every bin kind's fields."""
   path = os.path.join(workdir, "difficulty", "questions.jsonl")
-  if not os.path.exists(path):
+  if not exists(path):
     raise FileNotFoundError(f"{path} not found; run the difficulty stage first")
   questions = read_jsonl(path)
   first = questions[0] if questions else {}

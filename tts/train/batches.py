@@ -4,6 +4,8 @@ The batch of step s is a pure function of (seed, s): the data position of a resu
 its step, nothing else to save. Each process builds only its own rows and hands them to
 `jax.make_array_from_process_local_data`, so the same code runs on one host or a pod.
 """
+import math
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
@@ -35,3 +37,14 @@ def make_global_batch(arrays: dict[str, np.ndarray], rows: np.ndarray,
   return {name: jax.make_array_from_process_local_data(
               sharding, np.ascontiguousarray(value[local]), (len(rows),) + value.shape[1:])
           for name, value in arrays.items()}
+
+
+def check_split(batch_size: int, grad_accum: int, sharding: NamedSharding, section: str):
+  """Every micro-batch splits evenly over the devices that share the batch's rows (the
+  trainer keeps each one sharded); otherwise an error naming `section`.batch_size."""
+  shards = math.prod(sharding.mesh.shape[a] for a in jax.tree.leaves(tuple(sharding.spec)))
+  if batch_size % (grad_accum * shards):
+    micro = f" in {grad_accum} micro-batches" if grad_accum > 1 else ""
+    raise ValueError(f"{section}.batch_size={batch_size} does not split over the mesh's "
+                     f"{shards} batch shards{micro}; pick a multiple of {grad_accum * shards}")
+

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from tts.atomic_files import read_json, write_json_atomic
+from tts.atomic_files import absolute, exists, is_dir, read_json, write_json_atomic
 from tts.model import LoadedModel, ModelConfig, Transformer
 from tts.model.loaded import as_param_dtype
 from tts.model.sharding import DecodeSharding, param_shardings
@@ -70,7 +70,7 @@ class TrainCheckpoints:
   """Keep-last-N, async train-state checkpoints under `directory`."""
 
   def __init__(self, directory: str, keep: int):
-    self.directory = os.path.abspath(directory)
+    self.directory = absolute(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True)
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
     self.manager = ocp.CheckpointManager(self.directory, options=options,
@@ -94,6 +94,11 @@ class TrainCheckpoints:
     check_finite(restored["state"]["params"], where)
     return restored["state"], restored["meta"]
 
+  def reached_preemption(self, step: int) -> bool:
+    """All processes agreed to stop at `step` on a preemption notice (multi-process runs;
+    every process asks at every step)."""
+    return self.manager.reached_preemption(step)
+
   def wait(self):
     self.manager.wait_until_finished()
 
@@ -104,7 +109,7 @@ class TrainCheckpoints:
 def save_params(directory: str, params, model_cfg: ModelConfig):
   """Final weights, stored as model_cfg.param_dtype, plus `model.json`: the unit later
   stages and `tts export` load."""
-  directory = os.path.abspath(directory)
+  directory = absolute(directory)
   with ocp.StandardCheckpointer() as ckpt:
     ckpt.save(os.path.join(directory, "params"), as_param_dtype(params, model_cfg), force=True)
   if jax.process_index() == 0:
@@ -115,13 +120,13 @@ def is_saved_model(directory: str) -> bool:
   """One of our saved models (model.json; an imported one may keep the checkpoint's
   config.json beside it), or anything but a Hugging Face checkpoint directory (config.json
   alone), whose loading then names what is missing."""
-  return (os.path.exists(os.path.join(directory, "model.json"))
-          or not os.path.exists(os.path.join(directory, "config.json")))
+  return (exists(os.path.join(directory, "model.json"))
+          or not exists(os.path.join(directory, "config.json")))
 
 
 def load_model_config(directory: str) -> ModelConfig:
   path = os.path.join(directory, "model.json")
-  if not os.path.exists(path):
+  if not exists(path):
     raise FileNotFoundError(f"{path} not found: {directory} is not a saved model; run the stage "
                             "that trains it first")
   fields = read_json(path)
@@ -145,8 +150,8 @@ def check_finite(params, where: str):
 def load_params(directory: str, abstract_params):
   """Restores params into the shardings of `abstract_params`, checking every tensor's shape
   and that every value is finite."""
-  path = os.path.join(os.path.abspath(directory), "params")
-  if not os.path.isdir(path):
+  path = os.path.join(absolute(directory), "params")
+  if not is_dir(path):
     raise FileNotFoundError(f"{path} not found: the weights of the saved model in {directory} "
                             "are missing; rerun the stage that wrote it with --force")
   with ocp.StandardCheckpointer() as ckpt:
@@ -166,7 +171,8 @@ def load_model(directory: str, sharding: DecodeSharding | None = None) -> Loaded
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     shardings = jax.tree.map(lambda _: device, nnx.to_pure_dict(state))
   else:
-    shardings = param_shardings(state, sharding.mesh, sharding.rules)
+    shardings = param_shardings(state, sharding.mesh, sharding.rules,
+                                replicate_indivisible=True)
   abstract = jax.tree.map(lambda x, where: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where),
                           nnx.to_pure_dict(state), shardings)
   return LoadedModel.create(cfg, load_params(directory, abstract), sharding)

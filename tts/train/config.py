@@ -11,6 +11,9 @@ class TrainConfig:
   warmup_steps: int = 50
   end_lr_fraction: float = 0.1  # cosine decays to lr * end_lr_fraction
   weight_decay: float = 0.01
+  # False: decay only the matrices that multiply the model dimension (not norms, biases or
+  # embeddings; see trainer.matmul_weights). True: decay every parameter.
+  decay_all_params: bool = False
   b1: float = 0.9
   b2: float = 0.95
   clip_norm: float = 1.0

@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 
 import jax
@@ -20,27 +19,43 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from tts.atomic_files import (read_json, read_jsonl, to_json, write_json_atomic,
-                              write_lines_atomic)
+from tts.atomic_files import (append_lines, exists, read_json, read_jsonl, read_text,
+                              remove_tree, to_json, write_json_atomic, write_lines_atomic)
 from tts.model import ModelConfig, Transformer
 from tts.model.sharding import batch_sharding, param_shardings
 from tts.train import batches, checkpoints
 from tts.train.checkpoints import TrainCheckpoints
 from tts.train.config import TrainConfig
 from tts.train.objectives import Objective
+from tts.train.preemption import Preempted, PreemptionNotice
 from tts.train.summaries import ScalarSummaries
 
 log = logging.getLogger("tts.train")
 
 
-def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW with linear warmup then cosine decay, after global-norm clipping."""
+def make_optimizer(cfg: TrainConfig, decay_mask=None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warmup then cosine decay, after global-norm clipping; weight decay
+  on the parameters `decay_mask` marks True (None: all of them)."""
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=cfg.lr, warmup_steps=max(cfg.warmup_steps, 1),
       decay_steps=max(cfg.steps, cfg.warmup_steps + 1), end_value=cfg.lr * cfg.end_lr_fraction)
   tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                   optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+                   optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
+                               mask=decay_mask))
   return tx, schedule
+
+
+def matmul_weights(abstract_state) -> dict:
+  """True for the weights that multiply the model dimension (logical axes holding `embed`),
+  as a pure dict: attention, MLP, output and value-head matrices. False for norm scales,
+  biases and the embedding table (`vocab` first: a lookup, tied or not), which weight decay
+  would only pull towards zero (big_vision, MaxText and GPT-2's recipe exclude them)."""
+  def is_matmul(var):
+    axes = var.get_metadata().get("logical_axes", ())
+    return "embed" in axes and axes[0] != "vocab"
+  return nnx.to_pure_dict(jax.tree.map(is_matmul, abstract_state,
+                                       is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
 
 def init_params(model_cfg: ModelConfig, seed: int, shardings):
@@ -65,7 +80,8 @@ class Trainer:
     self.abstract_params = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         nnx.to_pure_dict(abstract_state), self.param_shardings)
-    self.tx, self.schedule = make_optimizer(cfg)
+    self.tx, self.schedule = make_optimizer(
+        cfg, None if cfg.decay_all_params else matmul_weights(abstract_state))
     replicated = NamedSharding(mesh, PartitionSpec())
     abstract_opt = jax.eval_shape(self.tx.init, self.abstract_params)
     opt_shardings = optax.tree_map_params(
@@ -97,11 +113,19 @@ class Trainer:
     out = self.objective(nnx.merge(self.graphdef, params), batch, key)
     return out.total, out
 
+  def _micro_batches(self, x):
+    """[B, ...] -> [grad_accum, B / grad_accum, ...], micro-batch i = rows i, i + grad_accum,
+    ...: each device's block of rows splits into its share of every micro-batch, so the
+    micro-batches stay sharded like the batch (contiguous slices would gather the batch
+    onto the devices that hold each slice)."""
+    x = x.reshape((-1, self.cfg.grad_accum) + x.shape[1:]).swapaxes(0, 1)
+    spec = PartitionSpec(None, *self.batch_sharding.spec)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+
   def _step(self, state, batch):
     """One optimizer update; grad_accum micro-batches summed exactly before it."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-    micro = jax.tree.map(
-        lambda x: x.reshape((self.cfg.grad_accum, -1) + x.shape[1:]), batch)
+    micro = jax.tree.map(self._micro_batches, batch)
     grad_fn = jax.grad(self._loss, has_aux=True)
 
     def accumulate(carry, inputs):
@@ -179,6 +203,7 @@ class Trainer:
     """
     cfg = self.cfg
     section = desc.replace("/", ".")  # its config section, for messages: policy.small
+    batches.check_split(cfg.batch_size, cfg.grad_accum, self.batch_sharding, section)
     ckpts = TrainCheckpoints(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     state, start = self.new_state(init_params), 0
@@ -196,47 +221,57 @@ class Trainer:
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not is_main, dynamic_ncols=True)
     summaries = ScalarSummaries(workdir) if is_main else None
     tick, tick_step, last_good = time.perf_counter(), start, latest
-    for step in range(start, cfg.steps):
-      if cfg.patience and _evals_since_best(history) >= cfg.patience:
-        break  # the weights after the next steps would not be used
-      rows = batches.global_batch_indices(num_examples, cfg.batch_size, step, cfg.seed)
-      state, metrics = self._train_step(
-          state, batches.make_global_batch(fields, rows, self.batch_sharding))
-      done = step + 1
-      if done == cfg.steps or any(done % every == 0 for every in (
-          cfg.log_every, cfg.eval_every, cfg.checkpoint_every)):
-        record = {k: float(v) for k, v in metrics.items()}
-        if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
-          ckpts.wait()
-          bar.close()  # so the error starts a line of its own
-          raise FloatingPointError(
-              f"{desc}: loss is {record['loss']} (gradient norm {record['grad_norm']}) at step "
-              f"{done}; nothing was saved after the "
-              f"last good checkpoint (step {last_good}) in {ckpts.directory}. Lower {section}.lr "
-              f"(now {cfg.lr}) or {section}.clip_norm, then rerun to resume from it")
-        elapsed = time.perf_counter() - tick
-        record.update(step=done, tokens_per_s=tokens_per_step * (done - tick_step) / elapsed)
-        tick, tick_step = time.perf_counter(), done
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-          if val_data is not None:
-            record.update({f"val_{k}": v for k, v in self.evaluate(state["params"], val_data).items()})
-            history.append(record)
-            if best is not None and _evals_since_best(history) <= cfg.evals_after_best:
-              best.save(done, state["params"], self.model_cfg)
-        _append_metrics(metrics_path, record)
-        if summaries is not None:
-          summaries.scalars(done, {k: v for k, v in record.items() if k != "step"})
-        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-      if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-        ckpts.save(done, state, {"step": done, "data_position": done * cfg.batch_size,
-                                 "seed": cfg.seed})
-        last_good = done
-      bar.update(1)
+    notice, preempted = PreemptionNotice(ckpts.reached_preemption), False
+    with notice:
+      for step in range(start, cfg.steps):
+        if cfg.patience and _evals_since_best(history) >= cfg.patience:
+          break  # the weights after the next steps would not be used
+        rows = batches.global_batch_indices(num_examples, cfg.batch_size, step, cfg.seed)
+        state, metrics = self._train_step(
+            state, batches.make_global_batch(fields, rows, self.batch_sharding))
+        done = step + 1
+        preempted = notice.requested(done)
+        if done == cfg.steps or preempted or any(done % every == 0 for every in (
+            cfg.log_every, cfg.eval_every, cfg.checkpoint_every)):
+          record = {k: float(v) for k, v in metrics.items()}
+          if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
+            ckpts.wait()
+            bar.close()  # so the error starts a line of its own
+            raise FloatingPointError(
+                f"{desc}: loss is {record['loss']} (gradient norm {record['grad_norm']}) at step "
+                f"{done}; nothing was saved after the "
+                f"last good checkpoint (step {last_good}) in {ckpts.directory}. Lower {section}.lr "
+                f"(now {cfg.lr}) or {section}.clip_norm, then rerun to resume from it")
+          elapsed = time.perf_counter() - tick
+          record.update(step=done, tokens_per_s=tokens_per_step * (done - tick_step) / elapsed)
+          tick, tick_step = time.perf_counter(), done
+          if done % cfg.eval_every == 0 or done == cfg.steps:
+            if val_data is not None:
+              val = self.evaluate(state["params"], val_data)
+              record.update({f"val_{k}": v for k, v in val.items()})
+              history.append(record)
+              if best is not None and _evals_since_best(history) <= cfg.evals_after_best:
+                best.save(done, state["params"], self.model_cfg)
+          _append_metrics(metrics_path, record)
+          if summaries is not None:
+            summaries.scalars(done, {k: v for k, v in record.items() if k != "step"})
+          bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or preempted:
+          ckpts.save(done, state, {"step": done, "data_position": done * cfg.batch_size,
+                                   "seed": cfg.seed})
+          last_good = done
+        bar.update(1)
+        if preempted:
+          break
     bar.close()
     if summaries is not None:
       summaries.close()
     ckpts.wait()
     ckpts.close()
+    if preempted and last_good < cfg.steps:
+      raise Preempted(f"{desc}: preempted (SIGTERM) at step {last_good} of {cfg.steps}; its "
+                      f"state is saved in {ckpts.directory}/{last_good}. Rerun the same "
+                      "command to resume from there")
     if best is not None:
       if not history:
         raise ValueError(f"{section}.keep_best needs validation data to pick weights")
@@ -254,7 +289,7 @@ class BestWeights:
 
   def _pointer(self) -> dict | None:
     path = os.path.join(self.directory, "best.json")
-    if not os.path.exists(path):
+    if not exists(path):
       return None
     return read_json(path)
 
@@ -264,8 +299,9 @@ class BestWeights:
     checkpoints.save_params(target, params, model_cfg)
     if jax.process_index() == 0:
       write_json_atomic(os.path.join(self.directory, "best.json"), {"step": step})
-      if old and old["step"] != step:
-        shutil.rmtree(os.path.join(self.directory, f"best-{old['step']}"), ignore_errors=True)
+      stale = os.path.join(self.directory, f"best-{old['step']}") if old else None
+      if stale and old["step"] != step and exists(stale):
+        remove_tree(stale)
 
   def load(self, abstract_params):
     pointer = self._pointer()
@@ -282,21 +318,20 @@ def _evals_since_best(history: list[dict]) -> int:
 def _read_history(path: str, step: int) -> list[dict]:
   """Eval records up to `step` from metrics.jsonl: a resumed run continues the same
   early-stopping decisions."""
-  if not os.path.exists(path):
+  if not exists(path):
     return []
   return [r for r in read_jsonl(path) if r["step"] <= step and "val_loss" in r]
 
 
 def _append_metrics(path: str, record: dict):
   if jax.process_index() == 0:
-    with open(path, "a") as f:
-      f.write(to_json(record, path, sort_keys=True) + "\n")
+    append_lines(path, [to_json(record, path, sort_keys=True) + "\n"])
 
 
 def _truncate_metrics(path: str, step: int):
   """On resume, drop records logged after the restored step: they will be logged again."""
-  if jax.process_index() != 0 or not os.path.exists(path):
+  if jax.process_index() != 0 or not exists(path):
     return
-  with open(path) as f:
-    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  kept = [line + "\n" for line in read_text(path).split("\n")
+          if line.strip() and json.loads(line)["step"] <= step]
   write_lines_atomic(path, kept)
