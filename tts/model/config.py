@@ -9,6 +9,7 @@ DTYPE_FIELDS = ("param_dtype", "dtype", "cache_dtype")
 # input; "dots": also every matmul output; "dots_no_batch": matmuls without batch
 # dimensions (the projections and MLP, not attention's score matmuls).
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+LAYOUT_FIELDS = ("scan_layers", "remat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +72,11 @@ class ModelConfig:
     """The KV cache's dtype: cache_dtype, or the compute dtype when that is empty."""
     return self.cache_dtype or self.dtype
 
-  def with_precision(self, overrides, field: str) -> "ModelConfig":
-    """This config with the DTYPE_FIELDS that `overrides` (a config section) sets to a
-    non-empty value; field names the section, for the error."""
-    given = {k: overrides[k] for k in DTYPE_FIELDS if overrides.get(k)}
+  def with_precision(self, overrides, field: str, names=DTYPE_FIELDS) -> "ModelConfig":
+    """This config with the fields `names` (DTYPE_FIELDS; LAYOUT_FIELDS too for a plan)
+    that `overrides` (a config section) sets to a non-empty value; field names the
+    section, for the error."""
+    given = {k: overrides[k] for k in names if overrides.get(k)}
     try:
       return dataclasses.replace(self, **given)
     except ValueError as e:
