@@ -139,6 +139,20 @@ def test_full_attention_equals_explicit_masked_softmax():
   assert float(jnp.abs(expected - unpacked).max()) > 0.1  # the segment mask matters here
 
 
+def test_full_attention_in_bfloat16_keeps_float32_scores():
+  """bfloat16 compute (the option cuDNN's kernel needs): scores and softmax stay float32,
+  so the output is within bfloat16 rounding of the float32 attention: measured max |diff|
+  0.011 on outputs up to 2.3 (inputs, probabilities and output each rounded to 8 bits)."""
+  rng = np.random.default_rng(7)
+  q = jnp.asarray(rng.normal(size=(B, T, 4, 8)), jnp.float32)
+  k, v = (jnp.asarray(rng.normal(size=(B, T, 2, 8)), jnp.float32) for _ in range(2))
+  _, _, segment_ids = _packed_batch()
+  low = full_attention(*(x.astype(jnp.bfloat16) for x in (q, k, v)), segment_ids)
+  assert low.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(low, np.float32), full_attention(q, k, v, segment_ids),
+                             atol=3e-2)
+
+
 @pytest.mark.parametrize("saved_cfg,loaded_cfg", [(UNROLLED, STACKED), (STACKED, UNROLLED)])
 def test_saved_params_load_into_the_other_layout(tmp_path, saved_cfg, loaded_cfg):
   """Final weights saved by a model of one layout load into a model of the other."""
