@@ -22,8 +22,7 @@ from tqdm.auto import tqdm
 
 from tts.atomic_files import (read_json, read_jsonl, to_json, write_json_atomic,
                               write_lines_atomic)
-from tts.model import ModelConfig, Transformer
-from tts.model import layer_layout
+from tts.model import ModelConfig, Transformer, layer_layout
 from tts.model.sharding import activation_sharding, batch_sharding, param_shardings
 from tts.train import batches, checkpoints
 from tts.train.checkpoints import TrainCheckpoints
