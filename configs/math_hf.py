@@ -107,7 +107,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Decoding precision of the imported models (ModelConfig.param_dtype and dtype; the KV
   # cache follows dtype unless cache_dtype is set): bfloat16 weights, compute and cache,
   # half of float32's memory (a 7B model's weights: 14 GB, not 28). "" keeps the
-  # checkpoint's own dtype; float32 widens.
+  # checkpoint's own dtype; float32 widens. policy.<name>.scan_layers / remat set the layer
+  # layout the revision model and the verifiers then train in (README, "A 7B fine-tune").
   bf16 = dict(param_dtype="bfloat16", dtype="bfloat16")
   c.policy = dict(small=dict(hf_path=small_path, **bf16), large=dict(hf_path="", **bf16))
   c.policy_eval = dict(base.policy_eval.to_dict(), num_questions=100, max_new_tokens=512,

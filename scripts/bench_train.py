@@ -2,11 +2,16 @@
 
   python scripts/bench_train.py [--config configs/demo.py] [--steps 10]
 
+Each model runs in each layer layout of LAYOUTS: the config's own (unrolled in the demo),
+its layers under a scan, and scanned with full remat (the backward pass recomputes each
+block's activations: about a third more FLOPs than 6*N*D counts, for memory).
+
 MFU = 6 * params * tokens/s / peak, where peak is the best f32 matmul rate measured in this
 same run (square matmuls through jax.jit), so the ratio is machine-independent. Attention
 score FLOPs are not in 6*N*D; they are printed beside it.
 """
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -24,9 +29,13 @@ from tts.train.objectives import NextTokenLoss
 from tts.train.trainer import Trainer
 
 
-def bench_model(cfg, name, steps: int) -> dict:
+LAYOUTS = {"config": {}, "scan": {"scan_layers": True},
+           "scan+remat": {"scan_layers": True, "remat": "full"}}
+
+
+def bench_model(cfg, name, steps: int, layout: dict) -> dict:
   task = make_task(cfg.task)
-  model_cfg = model_config(cfg, name, task.vocab.vocab_size)
+  model_cfg = dataclasses.replace(model_config(cfg, name, task.vocab.vocab_size), **layout)
   train_cfg = config_schema.build(TrainConfig, cfg.policy[name], f"policy.{name}")
   mesh = make_mesh(cfg.mesh)
   trainer = Trainer(model_cfg, train_cfg, NextTokenLoss(), mesh, cfg.logical_axis_rules)
@@ -62,13 +71,14 @@ def main():
   peak, size = matmul_peak()
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, jax {jax.__version__}")
   print(f"matmul peak: {peak:.1f} GFLOP/s (f32, {size}^3)")
-  print(f"{'model':6} {'params':>9} {'batch':>8} {'step ms':>8} {'tokens/s':>9} "
+  print(f"{'model':6} {'layers':10} {'params':>9} {'batch':>8} {'step ms':>8} {'tokens/s':>9} "
         f"{'GFLOP/s':>8} {'MFU':>6} {'+attn MFU':>9}")
   for name in ("small", "large"):
-    r = bench_model(cfg, name, args.steps)
-    print(f"{r['name']:6} {r['params']:9d} {r['batch']:>8} {r['step_s'] * 1e3:8.1f} "
-          f"{r['tokens_per_s']:9.0f} {r['gflops']:8.1f} {r['gflops'] / peak:6.1%} "
-          f"{(r['gflops'] + r['attn_gflops']) / peak:9.1%}")
+    for layout, fields in LAYOUTS.items():
+      r = bench_model(cfg, name, args.steps, fields)
+      print(f"{r['name']:6} {layout:10} {r['params']:9d} {r['batch']:>8} "
+            f"{r['step_s'] * 1e3:8.1f} {r['tokens_per_s']:9.0f} {r['gflops']:8.1f} "
+            f"{r['gflops'] / peak:6.1%} {(r['gflops'] + r['attn_gflops']) / peak:9.1%}")
 
 
 if __name__ == "__main__":

@@ -290,7 +290,11 @@ assert {s for n, s in reads if n.endswith("layers.0.self_attn.q_proj.weight")} =
 single = hf_import.load_hf_model(sys.argv[1])
 tokens = np.arange(24).reshape(2, 12) % 300
 run = lambda m: np.asarray(jax.jit(lambda p: nnx.merge(m.graphdef, p)(tokens).logits)(m.params))
-print("max_diff", np.abs(run(sharded) - run(single)).max())
+stacked = hf_import.load_hf_model(sys.argv[1], mesh, demo.LOGICAL_AXIS_RULES,
+                                  precision={"scan_layers": True})
+assert tuple(stacked.params["blocks"]["attn"]["q"].sharding.spec) == (None, "fsdp", "tensor", None)
+print("max_diff", max(np.abs(run(sharded) - run(single)).max(),
+                      np.abs(run(stacked) - run(single)).max()))
 """
 
 
@@ -298,7 +302,8 @@ print("max_diff", np.abs(run(sharded) - run(single)).max())
 def test_sharded_import_reads_each_devices_slice(tiny_llama):
   """On 4 forced host devices (fsdp=2 x tensor=2) every device's callback reads a quarter of
   q_proj (its half of the heads, its half of d_model), and the sharded model computes the
-  same logits as one loaded on a single device."""
+  same logits as one loaded on a single device; so does one imported with its layers
+  stacked (scan_layers), each device reading its block of every layer."""
   import subprocess
   import sys
   demo = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")
@@ -310,6 +315,18 @@ def test_sharded_import_reads_each_devices_slice(tiny_llama):
   assert out.returncode == 0, out.stderr[-3000:]
   diff = float(out.stdout.split("max_diff")[-1])
   assert diff < 1e-5
+
+
+def test_import_with_stacked_layers_is_the_unrolled_import_stacked(tiny_llama):
+  """A config section with scan_layers imports into the stacked layout: every weight equal
+  to the unrolled import's, layer by layer (a layer read twice or out of order differs)."""
+  from tts.model import layer_layout
+  unrolled = load_hf_model(tiny_llama)
+  stacked = load_hf_model(tiny_llama, precision={"scan_layers": True, "remat": "full"},
+                          field="models.small")
+  assert (stacked.cfg.scan_layers, stacked.cfg.remat) == (True, "full")
+  jax.tree.map(np.testing.assert_array_equal, stacked.params,
+               layer_layout.convert(unrolled.params, True))
 
 
 def test_bfloat16_checkpoint_stays_bfloat16_unless_the_config_widens_it(tiny_llama, tmp_path):

@@ -110,7 +110,8 @@ def test_bad_plan_flags_give_one_error_line(capsys, monkeypatch, args, named):
 
 def test_hf_config_gives_the_importers_shape(tmp_path):
   """--hf-config small=PATH: the small policy (and so the verifiers and the revision model)
-  takes the ModelConfig the importer builds from that config.json; the large one stays."""
+  takes the ModelConfig the importer builds from that config.json; the large one stays.
+  Dtypes and layer layout come from models.small (a config.json says neither)."""
   hf = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
         "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4,
         "num_key_value_heads": 2, "vocab_size": 300, "max_position_embeddings": 512}
@@ -126,6 +127,9 @@ def test_hf_config_gives_the_importers_shape(tmp_path):
                 "--config.models.small.dtype=bfloat16")
   small = plan.model_shapes(bf16, {"small": str(path)})["small"]
   assert (small.param_dtype, small.dtype, small.d_model) == ("bfloat16", "bfloat16", 64)
+  scanned = config("--config.models.small.scan_layers=True", "--config.models.small.remat=full")
+  small = plan.model_shapes(scanned, {"small": str(path)})["small"]
+  assert (small.scan_layers, small.remat, small.d_model) == (True, "full", 64)
 
 
 def test_verifiers_are_planned_in_the_shape_verifiers_base_names():

@@ -26,6 +26,7 @@ from tts import config_schema
 from tts.data.tasks import make_task
 from tts.interop.hf_layout import read_model_config
 from tts.model import ModelConfig, Transformer, init_cache
+from tts.model.config import DTYPE_FIELDS, LAYOUT_FIELDS
 from tts.model.sharding import DecodeSharding, make_mesh, param_shardings
 from tts.search import sampler, verifier
 from tts.stages.policy import MODEL_NAMES, model_config
@@ -268,9 +269,9 @@ def table(steps: list[StepMemory], hbm_gib: float) -> str:
 
 def model_shapes(config, hf_configs: dict[str, str]) -> dict[str, ModelConfig]:
   """Each `models` section's ModelConfig as a run builds it: from a config.json the way the
-  importer reads it (`hf_configs[name]`, else policy.<name>.hf_path) in the dtypes that
-  `models.<name>` sets (a config.json holds no tensors to read them from), else the
-  section with the task's vocabulary."""
+  importer reads it (`hf_configs[name]`, else policy.<name>.hf_path) in the dtypes and
+  layer layout that `models.<name>` sets (a config.json holds no tensors to read them
+  from), else the section with the task's vocabulary."""
   unknown = sorted(set(hf_configs) - set(MODEL_NAMES))
   if unknown:
     raise ValueError(f"--hf-config {unknown[0]}=...: no such model; name one of "
@@ -280,7 +281,7 @@ def model_shapes(config, hf_configs: dict[str, str]) -> dict[str, ModelConfig]:
     path = hf_configs.get(name) or config.policy[name].get("hf_path")
     if path:
       shapes[name] = read_model_config(path).with_precision(
-          config.get("models", {}).get(name, {}), f"models.{name}")
+          config.get("models", {}).get(name, {}), f"models.{name}", DTYPE_FIELDS + LAYOUT_FIELDS)
     else:
       shapes[name] = model_config(config, name, make_task(config.task).vocab.vocab_size)
   return shapes

@@ -23,7 +23,7 @@ from tts.data.vocab import Tokenizer
 from tts.interop.hf_import import INDEX_FILE, SINGLE_FILE
 from tts.interop.hf_layout import (VALUE_HEAD_BIAS, VALUE_HEAD_FILE, VALUE_HEAD_WEIGHT, hf_config,
                                    tensor_maps)
-from tts.model import LoadedModel
+from tts.model import LoadedModel, layer_layout
 
 EXPORT_MARKER = "tts_export.json"  # marks a directory this module wrote (and may replace)
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
@@ -38,9 +38,9 @@ def hf_tensors(model: LoadedModel, dtype: str = "") -> dict[str, np.ndarray]:
   dtype = dtype or model.cfg.param_dtype
   if dtype not in DTYPES:
     raise ValueError(f"export dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
-  out = {}
+  out, params = {}, layer_layout.convert(model.params, stacked=False)
   for m in tensor_maps(model.cfg):
-    value = model.params
+    value = params
     for key in m.ours:
       value = value[key]
     value = m.to_hf(np.asarray(jax.device_get(value), np.float32))

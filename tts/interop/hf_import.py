@@ -32,8 +32,9 @@ from safetensors import SafetensorError, safe_open
 from tts.atomic_files import make_dirs, read_json, write_bytes_atomic
 from tts.data.errors import DataError
 from tts.interop.hf_layout import (VALUE_HEAD_BIAS, VALUE_HEAD_FILE, VALUE_HEAD_WEIGHT,
-                                   read_model_config, tensor_maps)
+                                   TensorMap, read_model_config, tensor_maps)
 from tts.model import LoadedModel, ModelConfig, Transformer
+from tts.model.config import DTYPE_FIELDS, LAYOUT_FIELDS
 from tts.model.sharding import DecodeSharding, param_shardings
 from tts.train.checkpoints import CheckpointMismatchError
 
@@ -135,6 +136,12 @@ def check_tensors(files: SafetensorFiles, cfg: ModelConfig):
         "Llama/Qwen2 model as config.json describes it; check config.json")
 
 
+def _at(tree: dict, path: tuple):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
 def _set(tree: dict, path: tuple, value):
   for key in path[:-1]:
     tree = tree.setdefault(key, {})
@@ -174,7 +181,9 @@ def load_hf_model(directory: str, mesh=None, rules=(), prm_token_ids=None, preci
   `rules` (default: this process's first device). prm_token_ids: (good, bad) ids for a
   Math-Shepherd-style PRM (see the module docstring). precision: a config section whose
   param_dtype / dtype / cache_dtype, where set, replace the checkpoint's own (a bfloat16
-  checkpoint stays bfloat16 otherwise); field names that section, for the error."""
+  checkpoint stays bfloat16 otherwise), and whose scan_layers / remat set the layer layout
+  (stacked weights are read layer by layer into their [L, ...] shards); field names that
+  section, for the error."""
   files = SafetensorFiles(directory)
   cfg = read_model_config(directory)
   check_tensors(files, cfg)
@@ -182,7 +191,7 @@ def load_hf_model(directory: str, mesh=None, rules=(), prm_token_ids=None, preci
   if files.stored_dtype("model.embed_tokens.weight") == "BF16":
     cfg = dataclasses.replace(cfg, param_dtype="bfloat16", dtype="bfloat16")
   if precision:
-    cfg = cfg.with_precision(precision, field)
+    cfg = cfg.with_precision(precision, field, DTYPE_FIELDS + LAYOUT_FIELDS)
   head = value_head_arrays(files, cfg, prm_token_ids)
   if head is not None:
     cfg = dataclasses.replace(cfg, value_head=True)
@@ -193,13 +202,19 @@ def load_hf_model(directory: str, mesh=None, rules=(), prm_token_ids=None, preci
   else:
     shardings = param_shardings(abstract, mesh, rules, replicate_indivisible=True)
   params, dtype = {}, jnp.dtype(cfg.param_dtype)
+  def read(m: TensorMap, index):
+    return m.read(lambda rows: files.read(m.hf_name, rows, dtype), index)
+  stacked = {}  # scan_layers: path in the stacked block -> that tensor's map in each layer
   for m in tensor_maps(cfg):
-    sharding = shardings
-    for key in m.ours:
-      sharding = sharding[key]
-    read_rows = lambda index, name=m.hf_name: files.read(name, index, dtype)
-    _set(params, m.ours, jax.make_array_from_callback(
-        m.shape, sharding, lambda index, m=m, read_rows=read_rows: m.read(read_rows, index)))
+    if cfg.scan_layers and m.ours[0] == "blocks":
+      stacked.setdefault(("blocks",) + m.ours[2:], []).append(m)
+    else:
+      _set(params, m.ours, jax.make_array_from_callback(
+          m.shape, _at(shardings, m.ours), lambda index, m=m: read(m, index)))
+  for path, layers in stacked.items():  # block [layers, ...] reads each layer's rows
+    _set(params, path, jax.make_array_from_callback(
+        (len(layers),) + layers[0].shape, _at(shardings, path),
+        lambda index, layers=layers: np.stack([read(m, index[1:]) for m in layers[index[0]]])))
   if head is not None:
     for name, value in zip(("value_w", "value_b"), head):
       params[name] = jax.make_array_from_callback(

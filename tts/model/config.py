@@ -4,6 +4,12 @@ from typing import ClassVar
 
 DTYPES = ("float32", "bfloat16")
 DTYPE_FIELDS = ("param_dtype", "dtype", "cache_dtype")
+# What a rematerialised block keeps for the backward pass (jax.checkpoint_policies); the
+# rest is recomputed. "none": keep everything (no remat); "full": keep only the block's
+# input; "dots": also every matmul output; "dots_no_batch": matmuls without batch
+# dimensions (the projections and MLP, not attention's score matmuls).
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+LAYOUT_FIELDS = ("scan_layers", "remat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +38,11 @@ class ModelConfig:
   # Longest sequence the model is meant for: an imported checkpoint's max_position_embeddings;
   # 0 for ours (RoPE has no position table; `tts export --max_positions` sets the limit).
   max_positions: int = 0
+  # Layout and memory. scan_layers: the blocks' weights stacked [L, ...] under a "layers"
+  # axis and run by one lax.scan (the compiled graph stops growing with depth; on CPU the
+  # unrolled loop is faster, see README); remat: one of REMAT_POLICIES, applied per block.
+  scan_layers: bool = False
+  remat: str = "none"
   # Fields that must be >= 1 (checked by config_schema.build, which names the section).
   POSITIVE: ClassVar[tuple[str, ...]] = ("vocab_size", "num_layers", "d_model", "num_heads",
                                          "num_kv_heads", "d_ff")
@@ -42,6 +53,9 @@ class ModelConfig:
       if value not in DTYPES and not (name == "cache_dtype" and value == ""):
         raise ValueError(f"model {name}={value!r} is not a supported dtype; use one of "
                          f"{', '.join(DTYPES)}")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"model remat={self.remat!r} is not a remat policy; use one of "
+                       f"{', '.join(REMAT_POLICIES)}")
     if not self.head_dim:
       object.__setattr__(self, "head_dim", self.d_model // self.num_heads)
     if self.head_dim % 2:
@@ -58,10 +72,11 @@ class ModelConfig:
     """The KV cache's dtype: cache_dtype, or the compute dtype when that is empty."""
     return self.cache_dtype or self.dtype
 
-  def with_precision(self, overrides, field: str) -> "ModelConfig":
-    """This config with the DTYPE_FIELDS that `overrides` (a config section) sets to a
-    non-empty value; field names the section, for the error."""
-    given = {k: overrides[k] for k in DTYPE_FIELDS if overrides.get(k)}
+  def with_precision(self, overrides, field: str, names=DTYPE_FIELDS) -> "ModelConfig":
+    """This config with the fields `names` (DTYPE_FIELDS; LAYOUT_FIELDS too for a plan)
+    that `overrides` (a config section) sets to a non-empty value; field names the
+    section, for the error."""
+    given = {k: overrides[k] for k in names if overrides.get(k)}
     try:
       return dataclasses.replace(self, **given)
     except ValueError as e:

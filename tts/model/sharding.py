@@ -4,6 +4,8 @@ The t5x/MaxText convention without t5x: each parameter names its dimensions
 (`embed`, `mlp`, `heads`, `kv_heads`, `head_dim`, `vocab`, `norm`), the config maps each
 name to a mesh axis (or None), and `param_shardings` turns that into NamedShardings.
 """
+import contextlib
+import contextvars
 import dataclasses
 import math
 from typing import Sequence
@@ -154,3 +156,31 @@ def decode_sharding(mesh_cfg, rules) -> DecodeSharding:
 def constrain(x, sharding: NamedSharding | None):
   """with_sharding_constraint when decoding is sharded; identity on one device."""
   return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+
+
+# The mesh and rules that activations are constrained to while a sharded step is traced.
+_ACTIVATION_SHARDING = contextvars.ContextVar("activation_sharding", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules):
+  """Within this block, `constrain_activation` pins activations to `mesh` by `rules` (the
+  trainer traces its steps inside it; MaxText's logical constraints)."""
+  token = _ACTIVATION_SHARDING.set((mesh, tuple(rules)))
+  try:
+    yield
+  finally:
+    _ACTIVATION_SHARDING.reset(token)
+
+
+def constrain_activation(x, axes: Sequence[str | None]):
+  """x laid out by the logical `axes` (e.g. batch, length, activation_embed) under the
+  enclosing `activation_sharding`; the identity outside one (one device, decoding). Without
+  it XLA's partitioner may follow the weights' layout (embed over fsdp) and reshuffle
+  activations between the rows split and the feature split at every matmul."""
+  current = _ACTIVATION_SHARDING.get()
+  if current is None:
+    return x
+  mesh, rules = current
+  return jax.lax.with_sharding_constraint(
+      x, NamedSharding(mesh, logical_to_spec(axes, rules, x.shape, mesh)))

@@ -5,6 +5,9 @@ embeddings and an optional scalar value head. Every parameter carries `logical_a
 metadata; `tts.model.sharding` maps those names to mesh axes with rules from the config.
 Precision: weights are stored in cfg.param_dtype and cast to cfg.dtype for compute; norms,
 rotary angles, softmax, attention scores and logits are float32 whatever the dtype.
+Layers: a list of blocks run by a Python loop, or (cfg.scan_layers) one block whose weights
+are stacked [L, ...] run by lax.scan; either form under cfg.remat (tts.model.layer_layout
+converts weights between the two).
 """
 from typing import NamedTuple
 
@@ -14,6 +17,14 @@ from flax import nnx
 
 from tts.model.config import ModelConfig
 from tts.model.kv_cache import KVCache, write_rows
+from tts.model.layer_layout import LAYERS_AXIS
+from tts.model.sharding import constrain_activation
+
+# Logical axes of the residual stream [B, T, D], constrained at every block boundary.
+ACTIVATION_AXES = ("batch", "length", "activation_embed")
+REMAT = {"full": jax.checkpoint_policies.nothing_saveable,
+         "dots": jax.checkpoint_policies.checkpoint_dots,
+         "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 def _param(cfg: ModelConfig, rngs: nnx.Rngs, init, shape, axes):
@@ -49,6 +60,18 @@ class RMSNorm(nnx.Module):
     return (normed * self.scale[...]).astype(x.dtype)
 
 
+def full_attention(q, k, v, segment_ids=None):
+  """Causal self-attention over a whole sequence (training, scoring without a cache):
+  q: [B, T, H, Dh], k, v: [B, T, KV, Dh] -> [B, T, H, Dh]. jax.nn.dot_product_attention
+  picks the platform's kernel (XLA on CPU and TPU, cuDNN's fused attention on GPU for
+  bfloat16) and handles grouped-query heads; segment_ids: int32[B, T] (packed rows): a
+  token sees only earlier tokens of its own segment (positions restart in each, so the
+  causal order by index is the order by position)."""
+  mask = None if segment_ids is None else (
+      segment_ids[:, None, :, None] == segment_ids[:, None, None, :])  # [B, 1, T, T]
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True)
+
+
 class Attention(nnx.Module):
   """Grouped-query attention; with a cache, new keys are written at each row's own length."""
 
@@ -71,9 +94,10 @@ class Attention(nnx.Module):
     """x: [B, T, D]; positions: int32[B, T]; layer_cache: (keys, values) [B, KV, S, Dh] or None;
     segment_ids: int32[B, T] (packed rows, no cache): tokens attend only within their segment.
 
-    Projections run as 2-D matmuls and the query groups of each KV head are folded into
-    the query axis, so attention is one batched matmul per (row, KV head): on CPU this is
-    several times faster than the equivalent 5-D einsums.
+    Without a cache, `full_attention`. With one (decoding), projections run as 2-D matmuls
+    and the query groups of each KV head are folded into the query axis, so attention is
+    one batched matmul per (row, KV head): on CPU this is several times faster than the
+    equivalent 5-D einsums.
     """
     cfg = self.cfg
     b, t, d = x.shape
@@ -87,28 +111,27 @@ class Attention(nnx.Module):
     k = project(self.k, self.k_bias if biased else None, kv)
     v = project(self.v, self.v_bias if biased else None, kv)
     q, k = rotary(q, positions, cfg.rope_theta), rotary(k, positions, cfg.rope_theta)
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, T, Dh]
+    out_proj = self.o[...].reshape(-1, d).astype(x.dtype)
     if layer_cache is None:
-      keys, values, key_pos, key_seg = k, v, positions, segment_ids
-    else:
-      keys = write_rows(layer_cache[0], k, positions[:, 0])
-      values = write_rows(layer_cache[1], v, positions[:, 0])
-      key_pos, key_seg = jnp.broadcast_to(jnp.arange(keys.shape[2]), (b, keys.shape[2])), None
+      out = full_attention(q, k, v, segment_ids).reshape(b * t, -1) @ out_proj
+      return out.reshape(b, t, d), (k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, T, Dh]
+    keys = write_rows(layer_cache[0], k, positions[:, 0])
+    values = write_rows(layer_cache[1], v, positions[:, 0])
+    key_pos = jnp.broadcast_to(jnp.arange(keys.shape[2]), (b, keys.shape[2]))
     # Query head h = kv_head * groups + g; fold g into the query axis: [B, KV, G*T, Dh].
     q = q.reshape(b, t, kv, groups, dh).transpose(0, 2, 3, 1, 4).reshape(b, kv, groups * t, dh)
     scores = jnp.einsum("bkqd,bksd->bkqs", q, keys,
                         preferred_element_type=jnp.float32) * dh ** -0.5
     query_pos = jnp.tile(positions, (1, groups))  # [B, G*T], matching the folded axis
     visible = key_pos[:, None, :] <= query_pos[:, :, None]  # [B, G*T, S]
-    if segment_ids is not None:
-      visible &= key_seg[:, None, :] == jnp.tile(segment_ids, (1, groups))[:, :, None]
     # An additive bias, not jnp.where on the scores: on CPU the select over [B, KV, G*T, S]
     # cost more than the attention matmuls themselves in batched decoding.
     scores = scores + jnp.where(visible, 0.0, -1e30)[:, None]
     probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
     out = jnp.einsum("bkqs,bksd->bkqd", probs, values)  # [B, KV, G*T, Dh]
     out = out.reshape(b, kv, groups, t, dh).transpose(0, 3, 1, 2, 4).reshape(b * t, -1)
-    out = out @ self.o[...].reshape(-1, d).astype(x.dtype)
+    out = out @ out_proj
     return out.reshape(b, t, d), (keys, values)
 
 
@@ -137,11 +160,30 @@ class Block(nnx.Module):
     self.dropout = cfg.dropout
 
   def __call__(self, x, positions, layer_cache, dropout_key, segment_ids=None):
+    """x: [B, T, D] -> [B, T, D] and the layer's grown (keys, values)."""
     keys = (None, None) if dropout_key is None else jax.random.split(dropout_key)
     attn_out, layer_cache = self.attn(self.attn_norm(x), positions, layer_cache, segment_ids)
     x = x + _dropout(attn_out, self.dropout, keys[0])
     x = x + _dropout(self.mlp(self.mlp_norm(x)), self.dropout, keys[1])
-    return x, layer_cache
+    return constrain_activation(x, ACTIVATION_AXES), layer_cache
+
+
+def stack_blocks(blocks: list[Block]) -> Block:
+  """One Block whose weights are the given blocks' stacked [L, ...], logical axes led by
+  LAYERS_AXIS (the same random weights as the unrolled list, layer by layer)."""
+  splits = [nnx.split(block) for block in blocks]
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(state for _, state in splits))
+  for _, var in nnx.to_flat_state(stacked):
+    var.set_metadata("logical_axes", (LAYERS_AXIS,) + tuple(var.get_metadata()["logical_axes"]))
+  return nnx.merge(splits[0][0], stacked)
+
+
+def run_block(graphdef: nnx.GraphDef, remat: str):
+  """(layer_state, x, positions, layer_cache, key, segment_ids) -> Block output, a pure
+  function of one layer's weights, rematerialised under the REMAT policy `remat`."""
+  def run(state, x, positions, layer_cache, key, segment_ids):
+    return nnx.merge(graphdef, state)(x, positions, layer_cache, key, segment_ids)
+  return run if remat == "none" else jax.checkpoint(run, policy=REMAT[remat])
 
 
 class Output(NamedTuple):
@@ -158,7 +200,8 @@ class Transformer(nnx.Module):
     self.cfg = cfg
     self.embed = _param(cfg, rngs, nnx.initializers.normal(cfg.d_model ** -0.5),
                         (cfg.vocab_size, cfg.d_model), ("vocab", "embed"))
-    self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.num_layers)])
+    blocks = [Block(cfg, rngs) for _ in range(cfg.num_layers)]
+    self.blocks = stack_blocks(blocks) if cfg.scan_layers else nnx.List(blocks)
     self.final_norm = RMSNorm(cfg, rngs)
     if not cfg.tie_embeddings:
       self.lm_head = _param(cfg, rngs, nnx.initializers.normal(cfg.d_model ** -0.5),
@@ -191,12 +234,30 @@ class Transformer(nnx.Module):
       positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
     elif cache is not None:
       raise ValueError("positions are given by the cache when decoding; pass one or the other")
-    x = self.embed[...][tokens].astype(jnp.dtype(cfg.dtype))
+    # The table whole along embed for the lookup (FSDP gathers this weight), so the rows
+    # come out split like the batch; from a table split along embed they would be the
+    # gathered tokens' embed shards, then reshuffled (an all-to-all of activations).
+    table = constrain_activation(self.embed[...], ("vocab", None))
+    x = constrain_activation(table[tokens].astype(jnp.dtype(cfg.dtype)), ACTIVATION_AXES)
+    layer_keys = None if dropout_key is None else jax.vmap(
+        jax.random.fold_in, (None, 0))(dropout_key, jnp.arange(cfg.num_layers))
+    if cfg.scan_layers and cache is None:
+      graphdef, stacked = nnx.split(self.blocks)
+      run = run_block(graphdef, cfg.remat)
+      def layer(x, inputs):
+        state, key = inputs
+        return run(state, x, positions, None, key, segment_ids)[0], None
+      x, _ = jax.lax.scan(layer, x, (stacked, layer_keys))
+      return self.final_norm(x), None
     new_keys, new_values = [], []
-    for i, block in enumerate(self.blocks):
+    for i in range(cfg.num_layers):
+      graphdef, state = nnx.split(self.blocks if cfg.scan_layers else self.blocks[i])
+      if cfg.scan_layers:  # decoding a stacked model: layer i's slice of every weight
+        state = jax.tree.map(lambda w: w[i], state)
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-      key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
-      x, (k, v) = block(x, positions, layer_cache, key, segment_ids)
+      key = None if layer_keys is None else layer_keys[i]
+      x, (k, v) = run_block(graphdef, cfg.remat)(state, x, positions, layer_cache, key,
+                                                 segment_ids)
       new_keys.append(k)
       new_values.append(v)
     if cache is not None:

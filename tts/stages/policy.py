@@ -89,7 +89,8 @@ def quintile_means(values: np.ndarray) -> list[float]:
 
 def import_policy(section, field: str, task, mesh, rules) -> LoadedModel:
   """The Hugging Face checkpoint at section.hf_path as the policy, sharded over the mesh, in
-  the section's param_dtype / dtype / cache_dtype where set (else the checkpoint's own); its
+  the section's param_dtype / dtype / cache_dtype where set (else the checkpoint's own) and
+  its scan_layers / remat (the layer layout later stages train it in); its
   vocabulary must hold the task tokenizer's ids (task.tokenizer should name the same
   checkpoint)."""
   from tts.interop.hf_import import load_hf_model  # the `hf` extra (safetensors)

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from tts.atomic_files import absolute, exists, is_dir, read_json, write_json_atomic
-from tts.model import LoadedModel, ModelConfig, Transformer
+from tts.model import LoadedModel, ModelConfig, Transformer, layer_layout
 from tts.model.loaded import as_param_dtype
 from tts.model.sharding import DecodeSharding, param_shardings
 
@@ -84,15 +84,18 @@ class TrainCheckpoints:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
   def restore(self, step: int, abstract_state):
-    """abstract_state: ShapeDtypeStructs carrying the target shardings."""
+    """abstract_state: ShapeDtypeStructs carrying the target shardings; a state saved in
+    the other layer layout (ModelConfig.scan_layers) is converted to this one."""
     stored = self.manager.item_metadata(step)["state"]
-    check_shapes(stored["params"], abstract_state["params"], f"{self.directory}/{step}")
     where = f"{self.directory}/{step}"
+    as_stored = in_stored_layout(stored["params"], abstract_state)
+    check_shapes(stored["params"], as_stored["params"], where)
     restored = _restore(lambda: self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())), where,
+        state=ocp.args.StandardRestore(as_stored), meta=ocp.args.JsonRestore())), where,
         f"Delete {where} to resume from the checkpoint before it, or rerun with --force")
-    check_finite(restored["state"]["params"], where)
-    return restored["state"], restored["meta"]
+    state = to_layout_of(restored["state"], abstract_state)
+    check_finite(state["params"], where)
+    return state, restored["meta"]
 
   def reached_preemption(self, step: int) -> bool:
     """All processes agreed to stop at `step` on a preemption notice (multi-process runs;
@@ -147,17 +150,35 @@ def check_finite(params, where: str):
           "damaged. Rerun the stage that wrote it with --force")
 
 
+def in_stored_layout(stored_params, abstract):
+  """abstract (params or a train state) in the layer layout of the stored params (their
+  metadata tree): what orbax restores into."""
+  return layer_layout.convert(abstract, layer_layout.is_stacked(stored_params))
+
+
+def to_layout_of(restored, abstract):
+  """Restored values in abstract's layer layout and shardings (a no-op when they match)."""
+  target = abstract.get("params", abstract)
+  if layer_layout.is_stacked(restored.get("params", restored)) == layer_layout.is_stacked(target):
+    return restored
+  return jax.jit(lambda tree: layer_layout.convert(tree, layer_layout.is_stacked(target)),
+                 out_shardings=jax.tree.map(lambda x: x.sharding, abstract))(restored)
+
+
 def load_params(directory: str, abstract_params):
-  """Restores params into the shardings of `abstract_params`, checking every tensor's shape
-  and that every value is finite."""
+  """Restores params into the shardings of `abstract_params` (from either layer layout),
+  checking every tensor's shape and that every value is finite."""
   path = os.path.join(absolute(directory), "params")
   if not is_dir(path):
     raise FileNotFoundError(f"{path} not found: the weights of the saved model in {directory} "
                             "are missing; rerun the stage that wrote it with --force")
   with ocp.StandardCheckpointer() as ckpt:
-    check_shapes(ckpt.metadata(path).item_metadata.tree, abstract_params, path)
-    params = _restore(lambda: ckpt.restore(path, abstract_params), path,
-                      "Rerun the stage that wrote it with --force")
+    stored = ckpt.metadata(path).item_metadata.tree
+    as_stored = in_stored_layout(stored, abstract_params)
+    check_shapes(stored, as_stored, path)
+    params = to_layout_of(_restore(lambda: ckpt.restore(path, as_stored), path,
+                                   "Rerun the stage that wrote it with --force"),
+                          abstract_params)
   check_finite(params, path)
   return params
 

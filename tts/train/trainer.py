@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from tts.atomic_files import (append_lines, exists, read_json, read_jsonl, read_text,
                               remove_tree, to_json, write_json_atomic, write_lines_atomic)
-from tts.model import ModelConfig, Transformer
-from tts.model.sharding import batch_sharding, param_shardings
+from tts.model import ModelConfig, Transformer, layer_layout
+from tts.model.sharding import activation_sharding, batch_sharding, param_shardings
 from tts.train import batches, checkpoints
 from tts.train.checkpoints import TrainCheckpoints
 from tts.train.config import TrainConfig
@@ -73,7 +73,7 @@ class Trainer:
     # float32 master weights whatever model_cfg.param_dtype says (that is the decoding
     # precision, applied when the trained model is loaded: LoadedModel.create).
     self.model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout, param_dtype="float32")
-    self.cfg, self.objective, self.mesh = cfg, objective, mesh
+    self.cfg, self.objective, self.mesh, self.rules = cfg, objective, mesh, rules
     abstract_model = nnx.eval_shape(lambda: Transformer(self.model_cfg, nnx.Rngs(0)))
     self.graphdef, abstract_state = nnx.split(abstract_model)
     self.param_shardings = param_shardings(abstract_state, mesh, rules)
@@ -110,7 +110,8 @@ class Trainer:
   # ---- pure functions, jitted above ----
 
   def _loss(self, params, batch, key):
-    out = self.objective(nnx.merge(self.graphdef, params), batch, key)
+    with activation_sharding(self.mesh, self.rules):
+      out = self.objective(nnx.merge(self.graphdef, params), batch, key)
     return out.total, out
 
   def _micro_batches(self, x):
@@ -150,7 +151,8 @@ class Trainer:
     return new_state, metrics
 
   def _eval(self, params, batch):
-    out = self.objective(nnx.merge(self.graphdef, params), batch, None)
+    with activation_sharding(self.mesh, self.rules):
+      out = self.objective(nnx.merge(self.graphdef, params), batch, None)
     return {"total": out.total, "weight": out.weight, **out.metrics}
 
   # ---- the loop: side effects live here ----
@@ -166,10 +168,12 @@ class Trainer:
     return {k: data[k] for k in names}
 
   def new_state(self, params=None):
-    """Fresh train state; `params` (e.g. the policy's, for a verifier) or random ones."""
+    """Fresh train state; `params` (e.g. the policy's, for a verifier; either layer
+    layout) or random ones."""
     if params is None:
       params = init_params(self.model_cfg, self.cfg.seed, self.param_shardings)
     else:
+      params = layer_layout.convert(params, self.model_cfg.scan_layers)
       params = jax.tree.map(lambda p, s: jax.device_put(p, s).astype(jnp.float32), params,
                             self.param_shardings)
     rng = jax.random.key_data(jax.random.key(self.cfg.seed))
