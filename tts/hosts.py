@@ -10,6 +10,7 @@ are rewritten, never trusted across runs).
 import os
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from tts.atomic_files import read_jsonl, write_jsonl_atomic
@@ -21,6 +22,13 @@ def share(num_items: int) -> range:
   per, extra = divmod(num_items, count)
   start = index * per + min(index, extra)
   return range(start, start + per + (index < extra))
+
+
+def summed(counts: list[int]) -> list[int]:
+  """Counts added up over every process (each counted its own share), on every process."""
+  if jax.process_count() == 1:
+    return list(counts)
+  return multihost_utils.process_allgather(np.asarray(counts, np.int64)).sum(0).tolist()
 
 
 def all_records(path: str, mine: list[dict]) -> list[dict]:

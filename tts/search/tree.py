@@ -98,6 +98,10 @@ class Work:
   def live_fraction(self) -> float | None:
     return self.live_tokens / self.row_tokens if self.row_tokens else None
 
+  def add(self, other: "Work"):
+    self.live_tokens += other.live_tokens
+    self.row_tokens += other.row_tokens
+
 
 class Engine(Protocol):
   """Batched rows of candidates: the policy's and the verifier's state side by side."""
@@ -146,13 +150,15 @@ class Decoder:
   exit_below: float = 0.5
   work: Work = dataclasses.field(default_factory=Work, compare=False)
 
-  def _capacity(self, needed: int) -> int:
+  def capacity(self, needed: int) -> int:
+    """Cache slots for rows of up to `needed` tokens: whole blocks, at most the longest
+    solution."""
     full = self.prompt_width + self.sampling.max_new_tokens
     return min(full, -(-needed // self.block) * self.block)
 
   def start(self, prompts, width):
     tokens, lengths = sampler.pad_prompts(prompts, self.pad_id, width=self.prompt_width)
-    capacity = self._capacity(self.prompt_width + self.max_step_tokens)
+    capacity = self.capacity(self.prompt_width + self.max_step_tokens)
     pol, ver = self.policy, self.verifier
     state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, capacity, pol.sharding)
     scored = verifier.score_prompts(ver.graphdef, ver.params, tokens, lengths, capacity,
@@ -165,7 +171,7 @@ class Decoder:
   def advance(self, state, keys, live, greedy):
     policy_state, cache = state
     longest = int(np.max(np.where(live, np.asarray(cache.lengths), 0)))
-    capacity = self._capacity(longest + self.max_step_tokens)
+    capacity = self.capacity(longest + self.max_step_tokens)
     pol, ver = self.policy, self.verifier
     if capacity > cache.max_len:
       policy_state = sampler.grow(policy_state, capacity, pol.sharding)
