@@ -28,7 +28,7 @@ def summed(counts: list[int]) -> list[int]:
   """Counts added up over every process (each counted its own share), on every process."""
   if jax.process_count() == 1:
     return list(counts)
-  return multihost_utils.process_allgather(np.asarray(counts, np.int64)).sum(0).tolist()
+  return multihost_utils.process_allgather(np.asarray(counts, np.int32)).sum(0).tolist()
 
 
 def all_records(path: str, mine: list[dict]) -> list[dict]:

@@ -20,7 +20,7 @@ only when too few finished.
                                                   delivers its own M candidates)
 
 Python drives only this per-round loop; decoding and scoring are the jitted functions of
-sampler.py and verifier.py over all rows of a batch of questions at once.
+sampler.py and verifier.py over the live rows of a batch of questions at once.
 """
 import dataclasses
 import functools
@@ -212,12 +212,17 @@ class Decoder:
         pol.graphdef, pol.params, policy_state, keys, live, sampling,
         tuple(self.step_end_ids) + (self.eos_id,), self.max_step_tokens, pol.sharding,
         self.exit_below)
-    scored = verifier.score_tokens(ver.graphdef, ver.params, cache, step.tokens, step.lengths,
-                                   ver.sharding)
-    host = jax.device_get((step.tokens, step.lengths, step.stopped, step.capped,
+    lengths = np.asarray(step.lengths)
+    steps = int(lengths.max(initial=0))  # the loop's token steps
+    # The verifier reads the tokens the call made (a power of two of them: few shapes), not
+    # max_step_tokens whatever the call made: most calls return early.
+    width = min(self.max_step_tokens, 1 << max(steps - 1, 1).bit_length())
+    scored = verifier.score_tokens(ver.graphdef, ver.params, cache, step.tokens[:, :width],
+                                   step.lengths, ver.sharding)
+    host = jax.device_get((step.tokens[:, :width], step.lengths, step.stopped, step.capped,
                            scored.probs))
-    self.work.live_tokens += int(host[1].sum())
-    self.work.row_tokens += len(host[1]) * int(host[1].max(initial=0))  # a row a loop step
+    self.work.live_tokens += int(lengths.sum())
+    self.work.row_tokens += len(lengths) * steps  # a row each loop step
     return (policy_state, scored.cache), Advanced(*host)
 
   def reorder(self, state, rows):
