@@ -133,8 +133,7 @@ class Decoder:
 
   Only live rows are decoded. When they are at most 3/4 of the rows (finished subtrees,
   padding questions, steps that go on), they are taken into a batch of about their number
-  (a power of two or 1.5 times one: few sizes to compile) with the cache slots they use,
-  and written back after. A decode call returns once fewer than `exit_below` of its rows
+  (a power of two or 1.5 times one: few sizes to compile) and written back after. A decode call returns once fewer than `exit_below` of its rows
   still run; the rows whose step goes on continue in the next, smaller batch. `work`
   tallies how many of the decoded row-tokens were live.
   """
