@@ -49,8 +49,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Same data, steps and batches for both; only the learning rate differs. At 500 steps the
   # small model has learned part of the mod-13 arithmetic and loses its way in long chains
   # (errors differ per question: room for test-time compute); the large one learns more.
+  # decay_all_params: these tiny models were calibrated with weight decay on every parameter;
+  # with norms and embeddings left out (the library default) the small policy ends at val
+  # loss 0.080 instead of 0.040 and pass@1 0.32 instead of 0.57 (measured 2026-11-26).
   train = dict(steps=500, batch_size=32, warmup_steps=50, weight_decay=0.01, clip_norm=1.0,
-               eval_every=250, checkpoint_every=250, log_every=20)
+               eval_every=250, checkpoint_every=250, log_every=20, decay_all_params=True)
   c.policy = dict(small=all_fields(TrainConfig, lr=1e-2, **train),
                   large=all_fields(TrainConfig, lr=3e-3, **train))
   # Sampling temperature 0.7 for pass@1, as search will sample (search-and-learn uses 0.8).
@@ -68,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.verifiers = dict(base="small", heldout_fraction=0.1, seed=0)
   verifier = dict(steps=600, batch_size=64, lr=2e-3, warmup_steps=30, dropout=0.05, b1=0.9,
                   b2=0.95, eval_every=50, eval_batches=8, checkpoint_every=100, log_every=25,
-                  keep_best=True, patience=4)
+                  keep_best=True, patience=4, decay_all_params=True)
   c.prm = all_fields(TrainConfig, **verifier)
   c.orm = all_fields(TrainConfig, **verifier)
   c.search = search_section()
@@ -96,7 +99,8 @@ def revision_sections(c: ml_collections.ConfigDict, verifier: dict):
                          max_in_context=4, heldout_fraction=0.1, rows_per_batch=512, seed=0)
   c.revision = all_fields(TrainConfig, steps=300, batch_size=16, lr=3e-3, warmup_steps=20,
                           eval_every=25, eval_batches=8, checkpoint_every=50, log_every=25,
-                          keep_best=True, evals_after_best=1, patience=3)
+                          keep_best=True, evals_after_best=1, patience=3,
+                          decay_all_params=True)
   # Chains: each answer sees the last `window` answers of its chain (paper: 4).
   c.revision_sampling = dict(window=4, temperature=0.8, max_new_tokens=136, rows_per_batch=256)
   # The revision ORM learns from chains on train questions the revision model never saw.

@@ -1,4 +1,5 @@
-"""This machine's measured compute peak, the yardstick benchmarks print their rates against."""
+"""This machine's measured compute peak and memory bandwidth: the yardsticks benchmarks print
+their rates against."""
 import time
 
 import jax
@@ -19,3 +20,23 @@ def matmul_peak(sizes=(512, 1024, 2048), repeats=5) -> tuple[float, int]:
       times.append(time.perf_counter() - t)
     best = max(best, (2 * n ** 3 / min(times) / 1e9, n))
   return best
+
+
+def copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+  """Best measured GB/s of an f32 elementwise pass through jax.jit (one read, one write)."""
+  x = jnp.ones((megabytes * 2 ** 20 // 4,), jnp.float32)
+  f = jax.jit(lambda v: v * 1.5)
+  f(x).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(x).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * x.nbytes / min(times) / 1e9
+
+
+def compiled_cost(compiled) -> tuple[float, float]:
+  """(FLOPs, bytes accessed) XLA counts for one call of a compiled function."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
