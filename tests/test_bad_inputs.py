@@ -144,13 +144,16 @@ def test_damaged_weights_are_named_on_restore(finished, capsys):
 
 
 def test_corrupted_checkpoint_block_is_named(finished, capsys):
-  """2 KB of random bytes inside the largest file of a verifier's weights (the issue's
-  case): orbax fails to read them; the error names the checkpoint, not a traceback."""
+  """Random bytes inside the largest file of a verifier's weights (the issue's case): orbax
+  fails to read them; the error names the checkpoint, not a traceback."""
   directory = saved_model(finished / "prm" / "final")
   files = [p for p in (directory / "params").rglob("*") if p.is_file()]
   block = max(files, key=lambda p: p.stat().st_size)
   data = bytearray(block.read_bytes())
-  data[len(data) // 2:len(data) // 2 + 2048] = np.random.default_rng(0).bytes(2048)
+  # The middle half, not 2 KB: a small block can land where the file holds no tensor bytes
+  # (seen once in a full suite run), and then nothing is damaged.
+  quarter = len(data) // 4
+  data[quarter:3 * quarter] = np.random.default_rng(0).bytes(2 * quarter)
   block.write_bytes(bytes(data))
   err = tts(capsys, "export", DEMO, "--workdir", str(finished), "--model", "prm/final",
             "--out", str(finished.parent / "out"), *TINY)
