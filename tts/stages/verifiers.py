@@ -81,16 +81,16 @@ def predict(model_cfg, params, data: dict, batch_size: int = 64) -> np.ndarray:
   return np.concatenate(out)
 
 
-def evaluate(model_cfg, params, records: list[dict], kind: str, pad_id: int) -> dict:
+def evaluate(model_cfg, params, heldout: dict, records: list[dict]) -> dict:
   """Calibration against the soft targets; AUROC of target >= 0.5 (a step from which the
   policy more often than not still reaches the answer; for the ORM: a right answer); and the
   AUROC of the final reading inside each question with right and wrong solutions (what
   choosing among a question's samples needs; the overall AUROC also rewards ranking
-  questions by difficulty)."""
-  heldout = value_arrays(records, kind, pad_id)
+  questions by difficulty). heldout: value_arrays of `records`, one row each."""
   predicted = predict(model_cfg, params, heldout)
   target = heldout["value_target"][heldout["value_mask"] > 0]
-  final = predict(model_cfg, params, value_arrays(records, "orm", pad_id))
+  # Readings come row by row; each row's last one is after its solution's last step.
+  final = predicted[np.cumsum((heldout["value_mask"] > 0).sum(axis=1)) - 1]
   within = verifier_metrics.within_group_auroc(
       final, np.asarray([r["correct"] for r in records], bool),
       np.asarray([r["question"] for r in records]))
@@ -126,7 +126,7 @@ def fit_value_model(ctx, name: str, kind: str, records: list[dict], init_model,
             "heldout_solutions": len(heldout["tokens"]),
             "best_val_loss": round(min(h["val_loss"] for h in history), 5),
             "evals": len(history),
-            **evaluate(model_cfg, jax.device_get(params), held_records, kind, pad)}
+            **evaluate(model_cfg, jax.device_get(params), heldout, held_records)}
   if ctx.is_main:
     write_json_atomic(os.path.join(directory, "eval.json"), result)
   return {k: v for k, v in result.items() if k != "bins"}
