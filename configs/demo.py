@@ -9,6 +9,7 @@ from tts.config_schema import all_fields
 from tts.model.config import ModelConfig
 from tts.scaling.config import DifficultyConfig, FlopsConfig, ReportConfig, SelectConfig
 from tts.search.methods import MethodConfig
+from tts.search.verifier import VerifierConfig
 from tts.train.config import TrainConfig
 
 # Logical parameter axes -> mesh axes (t5x/MaxText convention). `batch` shards data rows.
@@ -120,8 +121,8 @@ def search_section() -> dict:
   the paper sweeps; lookahead k = 1 with sqrt(N), k = 3 with M = 4."""
   method = lambda **kw: all_fields(MethodConfig, **kw)
   return dict(
-      verifiers=dict(prm=dict(path="prm/final", kind="prm"),
-                     orm=dict(path="orm/final", kind="orm")),
+      verifiers=dict(prm=all_fields(VerifierConfig, path="prm/final", kind="prm"),
+                     orm=all_fields(VerifierConfig, path="orm/final", kind="orm")),
       aggregation="last",  # PRM step scores -> solution score (the ORM always uses last)
       num_questions=100, budgets=(1, 2, 4, 8, 16), seed=0,
       # search-and-learn samples at 0.8; a step is at most max_step_tokens tokens.

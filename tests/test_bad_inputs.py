@@ -233,6 +233,11 @@ def test_non_utf8_file_is_named(tmp_path):
     ("--config.policy.small.lr=inf", "policy.small.lr=inf: expected a finite number"),
     ("--config.verifiers.base=medium",
      "verifiers.base='medium' is not a model the policy stage makes; set it to one of large, small"),
+    ("--config.search.verifiers.prm.likelihood_reading=max",
+     "config search.verifiers.prm: likelihood_reading='max'; use one of ('min', 'mean')"),
+    ("--config.search.verifiers.prm.kind=likelihood",
+     "difficulty.verifier='prm' is a likelihood verifier: it has no reading after a prompt for "
+     "prompt bins; name a value-head verifier under search.verifiers (orm)"),
 ])
 def test_out_of_range_config_is_named_before_any_stage(tmp_path, capsys, override, needle):
   workdir = tmp_path / "new"

@@ -86,10 +86,10 @@ def test_decode_score_and_reorder_reuse_the_buffers_they_replace():
     assert np.asarray(moved.cache.lengths).tolist() == [int(lengths[2] + step.lengths[2])] + [
         int(lengths[1] + step.lengths[1])] * 2
     scored = verifier.score_prompts(ver.graphdef, ver.params, prompts, lengths, CAPACITY)
-    args = (ver.graphdef, ver.params, scored.cache, step.tokens, step.lengths)
+    args = (ver.graphdef, ver.params, scored.state, step.tokens, step.lengths)
     assert _aliased(verifier.score_tokens, *args)
     verifier.score_tokens(*args)
-    assert all(x.is_deleted() for x in jax.tree.leaves(scored.cache))
+    assert all(x.is_deleted() for x in jax.tree.leaves(scored.state))
     grown = sampler.grow(moved, 2 * CAPACITY)
     assert grown.cache.max_len == 2 * CAPACITY
     assert all(x.is_deleted() for x in moved.cache.keys + moved.cache.values)

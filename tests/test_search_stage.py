@@ -2,12 +2,18 @@
 import json
 import os
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from flax import nnx
 from tiny import config
 
 from tts import cli, experiment
+from tts.data.tasks import make_task
 from tts.search import results
-from tts.train.checkpoints import load_model_config
+from tts.stages.data import read_split
+from tts.train.checkpoints import load_model, load_model_config
 
 
 def _read(path):
@@ -119,6 +125,38 @@ def test_a_verifier_without_value_head_is_refused(copy_run):
   with pytest.raises(ValueError, match="search.verifiers.prm.path.*no value head"):
     experiment.run(config("--config.search.verifiers.prm.path=policy/small/final"),
                    str(copy_run), only="search", force=True)
+
+
+def test_a_likelihood_verifier_reads_its_lm_probability_of_every_step(copy_run):
+  """The policy read as a likelihood verifier (min reading): each candidate's step scores are
+  the lowest probability the policy gives any of its tokens so far, from one teacher-forced
+  pass over the whole text; the ORM's method now scores with it."""
+  workdir = str(copy_run)
+  experiment.run(config("--config.search.verifiers.orm.kind=likelihood",
+                        "--config.search.verifiers.orm.path=policy/small/final",
+                        "--config.search.verifiers.orm.likelihood_reading=min"),
+                 workdir, only="search", force=True)
+  lm = load_model(os.path.join(workdir, "policy", "small", "final"))
+  task = make_task(config().task)
+  model = nnx.merge(lm.graphdef, lm.params)
+  prompts = {q["id"]: q["prompt_ids"] for q in read_split(workdir, "test")}
+  records = _read(os.path.join(workdir, "search", "best_of_n_orm", "n4.jsonl"))
+  checked = 0
+  for r in records:
+    assert r["verifier_kind"] == "likelihood"
+    assert r["counts"]["verifier_flops"] == 2 * lm.cfg.num_params * r["counts"]["verifier_tokens"]
+    for c in r["candidates"]:
+      prompt, solution = prompts[r["id"]], task.vocab.encode(c["text"])
+      if len(solution) + c["finished"] != c["num_tokens"]:
+        continue  # the toy policy drew a token its text does not keep (pad, say)
+      seq = jnp.asarray([prompt + solution])
+      log_probs = jax.nn.log_softmax(model(seq).logits[0, :-1])
+      read = np.asarray(log_probs[np.arange(len(prompt) - 1, seq.shape[1] - 1), seq[0, len(prompt):]])
+      ends = [i for i, t in enumerate(solution) if t in task.step_end_ids]
+      expected = [float(np.exp(read[:e + 1].min())) for e in ends]
+      np.testing.assert_allclose(c["step_scores"][:len(expected)], expected, rtol=1e-4)
+      checked += len(expected)
+  assert checked >= 10
 
 
 def test_stage_commands_are_the_stages():

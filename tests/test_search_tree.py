@@ -90,13 +90,46 @@ def test_incremental_verifier_scores_equal_a_full_pass(decoder):
   scored = verifier.score_prompts(ver.graphdef, ver.params, tokens, lengths, CAPACITY)
   new = np.array([[4, 3, 0], [5, 6, 3], [2, 0, 0]], np.int32)
   n_new = np.array([2, 3, 1], np.int32)
-  step = verifier.score_tokens(ver.graphdef, ver.params, scored.cache, new, n_new)
+  step = verifier.score_tokens(ver.graphdef, ver.params, scored.state, new, n_new)
   model = nnx.merge(ver.graphdef, ver.params)
   for i, prompt in enumerate(PROMPTS):
     seq = prompt + new[i, :n_new[i]].tolist()
     full = jax.nn.sigmoid(model(jnp.asarray([seq])).values[0])
     np.testing.assert_allclose(scored.probs[i, 0], full[len(prompt) - 1], atol=1e-5)
     np.testing.assert_allclose(step.probs[i, :n_new[i]], full[len(prompt):], atol=1e-5)
+
+
+@pytest.mark.parametrize("how", verifier.LIKELIHOOD_READINGS)
+def test_incremental_likelihood_readings_equal_a_full_pass(decoder, how):
+  """A likelihood verifier fed in two calls, its rows reordered in between, reads what one
+  teacher-forced pass over each whole sequence gives: the min or geometric-mean probability
+  of the tokens after the prompt."""
+  lm = decoder.policy
+  tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
+  scored = verifier.score_prompts(lm.graphdef, lm.params, tokens, lengths, CAPACITY, None, how)
+  np.testing.assert_array_equal(scored.probs[:, 0], 1.0)
+  first = np.array([[4, 3, 0], [5, 6, 3], [2, 0, 0]], np.int32)
+  first_n = np.array([2, 3, 1], np.int32)
+  step = verifier.score_tokens(lm.graphdef, lm.params, scored.state, first, first_n, None, how)
+  rows = np.array([2, 0, 0])
+  state = sampler.reorder(step.state, rows)
+  second = np.array([[6, 5, 4], [3, 0, 0], [4, 4, 0]], np.int32)
+  second_n = np.array([3, 0, 2], np.int32)  # a row that reads nothing keeps its reading
+  last = verifier.score_tokens(lm.graphdef, lm.params, state, second, second_n, None, how)
+  model = nnx.merge(lm.graphdef, lm.params)
+  reduce = {"min": np.minimum.accumulate,
+            "mean": lambda x: np.cumsum(x) / np.arange(1, len(x) + 1)}[how]
+  for i, r in enumerate(rows):
+    prompt = PROMPTS[r]
+    new = first[r, :first_n[r]].tolist() + second[i, :second_n[i]].tolist()
+    seq = jnp.asarray([prompt + new])
+    log_probs = jax.nn.log_softmax(model(seq).logits[0, :-1])
+    read = np.asarray(log_probs[np.arange(len(prompt) - 1, seq.shape[1] - 1), seq[0, len(prompt):]])
+    expected = np.exp(reduce(read))
+    np.testing.assert_allclose(step.probs[r, :first_n[r]], expected[:first_n[r]], rtol=1e-4)
+    got = last.probs[i, :second_n[i]] if second_n[i] else step.probs[r, first_n[r] - 1:first_n[r]]
+    np.testing.assert_allclose(got, expected[first_n[r] - (second_n[i] == 0):], rtol=1e-4)
+    assert np.all(expected < 1.0)
 
 
 @pytest.mark.slow  # ~8 s

@@ -45,8 +45,15 @@ def check_config(config):
         config_schema.check_value(section[field], kind, f"{name}.{field}", positive=True)
   for name, fields in _section(config.get("search", {}), "search.methods", "beam4").items():
     config_schema.build(MethodConfig, fields, f"search.methods.{name}")
-  for name, fields in _section(config.get("search", {}), "search.verifiers", "prm").items():
-    config_schema.build(VerifierConfig, fields, f"search.verifiers.{name}")
+  verifiers = {name: config_schema.build(VerifierConfig, fields, f"search.verifiers.{name}")
+               for name, fields in _section(config.get("search", {}), "search.verifiers",
+                                            "prm").items()}
+  reader = config.get("difficulty", {}).get("verifier", DifficultyConfig.verifier)
+  if reader in verifiers and verifiers[reader].kind == "likelihood":
+    value_heads = sorted(n for n, v in verifiers.items() if v.kind != "likelihood")
+    raise ValueError(f"difficulty.verifier={reader!r} is a likelihood verifier: it has no "
+                     "reading after a prompt for prompt bins; name a value-head verifier "
+                     f"under search.verifiers ({', '.join(value_heads) or 'a PRM'})")
   base = _section(config, "verifiers", "heldout_fraction").get("base", "small")
   if "prm" in config or "orm" in config:
     models = sorted(config.get("policy", {}))

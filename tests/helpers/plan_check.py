@@ -86,7 +86,7 @@ def reference(cfg) -> dict:
                             param_shardings(abstract, decoding.mesh, decoding.rules))
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0))))
     if name == "prm":
-      cache = verifier.score_prompts(graphdef, params, prompts, lengths, capacity, decoding).cache
+      cache = verifier.score_prompts(graphdef, params, prompts, lengths, capacity, decoding).state
       args = (params, cache, on_rows(jnp.ones((rows, s.max_step_tokens), jnp.int32)), lengths)
       compiled = verifier.score_tokens.lower(graphdef, *args, decoding).compile()
       out["prm/score"] = stats(compiled, params=params, kv_cache=cache, inputs=args)

@@ -81,13 +81,15 @@ class Step(NamedTuple):
   #                    whatever its last token (a stop id there ends it both ways)
 
 
-def _shard_state(state: DecodeState, sharding: DecodeSharding | None) -> DecodeState:
-  """Pins a decode state's rows to the decode mesh (identity when not sharded)."""
+def _shard_state(state, sharding: DecodeSharding | None):
+  """Pins a row state's rows to the decode mesh (identity when not sharded). A row state is a
+  DecodeState, or any NamedTuple whose `cache` is a KVCache and whose other fields are
+  per-row arrays (a likelihood verifier's)."""
   if sharding is None:
     return state
-  return DecodeState(shard_cache(state.cache, sharding),
-                     constrain(state.logits, sharding.rows(state.logits.shape)),
-                     constrain(state.prompt_lengths, sharding.rows(state.prompt_lengths.shape)))
+  rows = {f: constrain(x, sharding.rows(x.shape)) for f, x in state._asdict().items()
+          if f != "cache"}
+  return state._replace(cache=shard_cache(state.cache, sharding), **rows)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "capacity", "sharding"))
@@ -106,7 +108,8 @@ def _cache_of(state: DecodeState | KVCache) -> KVCache:
   return state if isinstance(state, KVCache) else state.cache
 
 
-def _pin(state: DecodeState | KVCache, sharding: DecodeSharding | None):
+def pin(state, sharding: DecodeSharding | None):
+  """Pins a bare KVCache or a row state (see _shard_state) to the decode mesh."""
   return (shard_cache(state, sharding) if isinstance(state, KVCache)
           else _shard_state(state, sharding))
 
@@ -116,20 +119,21 @@ def _gather(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None 
   """Row i of the result is row rows[i], in new buffers (any number of rows)."""
   if isinstance(state, KVCache):
     return shard_cache(gather_rows(state, rows), sharding)
-  return _shard_state(DecodeState(gather_rows(state.cache, rows), state.logits[rows],
-                                  state.prompt_lengths[rows]), sharding)
+  others = {f: x[rows] for f, x in state._asdict().items() if f != "cache"}
+  return _shard_state(state._replace(cache=gather_rows(state.cache, rows), **others), sharding)
 
 
 @functools.partial(jax.jit, static_argnames=("sharding",), donate_argnames=("state",))
 def _move_rows(state: DecodeState | KVCache, dst, src, sharding: DecodeSharding | None = None):
   """Row dst[j] becomes row src[j], in place; a dst past the last row is dropped (padding)."""
   move = lambda x: x.at[dst].set(x[src], mode="drop")
-  return _pin(jax.tree.map(move, state), sharding)
+  return pin(jax.tree.map(move, state), sharding)
 
 
 def reorder(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None = None):
   """Row i of the result is row rows[i]: fan a prompt out to its candidates, or keep the
-  beams a search selected. Takes a DecodeState or a bare KVCache (a verifier's).
+  beams a search selected. Takes a DecodeState, a bare KVCache (a value-head verifier's) or
+  another row state (a likelihood verifier's: see _shard_state).
 
   Keeping the row count, it consumes `state`: only the rows that move are copied, in place
   (none for best-of-N, whose rows never move: `state` itself comes back). The moved rows

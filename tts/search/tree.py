@@ -124,6 +124,8 @@ class Decoder:
   prompt_width: int
   max_step_tokens: int
   block: int = 32
+  # How a likelihood verifier reads (verifier.LIKELIHOOD_READINGS); "": a value head.
+  likelihood: str = ""
 
   def _capacity(self, needed: int) -> int:
     full = self.prompt_width + self.sampling.max_new_tokens
@@ -135,29 +137,30 @@ class Decoder:
     pol, ver = self.policy, self.verifier
     state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, capacity, pol.sharding)
     scored = verifier.score_prompts(ver.graphdef, ver.params, tokens, lengths, capacity,
-                                    ver.sharding)
+                                    ver.sharding, self.likelihood)
     fan_out = np.repeat(np.arange(len(prompts)), width)
     rows = (sampler.reorder(state, fan_out, pol.sharding),
-            sampler.reorder(scored.cache, fan_out, ver.sharding))
+            sampler.reorder(scored.state, fan_out, ver.sharding))
     return rows, np.asarray(scored.probs[:, 0])[fan_out]
 
   def advance(self, state, keys, live, greedy):
-    policy_state, cache = state
+    policy_state, reader = state
+    cache = policy_state.cache  # the verifier's rows hold the same tokens
     longest = int(np.max(np.where(live, np.asarray(cache.lengths), 0)))
     capacity = self._capacity(longest + self.max_step_tokens)
     pol, ver = self.policy, self.verifier
     if capacity > cache.max_len:
       policy_state = sampler.grow(policy_state, capacity, pol.sharding)
-      cache = sampler.grow(cache, capacity, ver.sharding)
+      reader = sampler.grow(reader, capacity, ver.sharding)
     sampling = dataclasses.replace(self.sampling, temperature=0.0) if greedy else self.sampling
     policy_state, step = sampler.decode(
         pol.graphdef, pol.params, policy_state, keys, jnp.asarray(live), sampling,
         tuple(self.step_end_ids) + (self.eos_id,), self.max_step_tokens, pol.sharding)
-    scored = verifier.score_tokens(ver.graphdef, ver.params, cache, step.tokens, step.lengths,
-                                   ver.sharding)
+    scored = verifier.score_tokens(ver.graphdef, ver.params, reader, step.tokens, step.lengths,
+                                   ver.sharding, self.likelihood)
     host = jax.device_get((step.tokens, step.lengths, step.stopped, step.capped,
                            scored.probs))
-    return (policy_state, scored.cache), Advanced(*host)
+    return (policy_state, scored.state), Advanced(*host)
 
   def reorder(self, state, rows):
     return (sampler.reorder(state[0], rows, self.policy.sharding),

@@ -1,10 +1,19 @@
-"""Verifiers: a value-head transformer read at the end of every step of every candidate.
+"""Verifiers: a transformer read at the end of every step of every candidate.
 
 A PRM is trained so its reading after a step estimates the chance that the solution so far
 still reaches the right answer; an ORM is trained on final correctness only, so only its
-reading after the last step means anything. Both are the same model with `value_head`, fed
-incrementally: the verifier keeps its own KV cache per candidate row, takes each new step
-once, and is reordered with the policy's rows when beams are selected.
+reading after the last step means anything. Both are the same model with `value_head`.
+
+A likelihood verifier is a plain causal LM (a generative verifier): its reading after a
+step is the geometric mean of the probabilities it gives the solution's tokens so far
+(teacher-forced, temperature 1). It needs no training of its own, and where a trained
+value head cannot learn to check a step (a small model's value head learns a question's
+difficulty, not which of its answers is right), an LM's next-token probabilities still
+separate right from wrong answers.
+
+Every kind is fed incrementally: the verifier keeps its own row state (KV cache, and for a
+likelihood verifier its next-token logits and running log-probability) per candidate row,
+takes each new step once, and is reordered with the policy's rows when beams are selected.
 """
 import dataclasses
 import functools
@@ -19,14 +28,16 @@ from tts.model import KVCache, init_cache, shard_cache
 from tts.model.sharding import DecodeSharding
 from tts.search import sampler
 
-KINDS = ("prm", "orm")
+KINDS = ("prm", "orm", "likelihood")
+LIKELIHOOD_READINGS = ("min", "mean")
 STEP_AGGREGATIONS = ("last", "min", "prod")
 
 
 @dataclasses.dataclass(frozen=True)
 class VerifierConfig:
-  """One `search.verifiers.<name>`: the model at `path` and its `kind`. It reads the policy's
-  own tokens (prompt and steps) and is read after each step's last token. good_token and
+  """One `search.verifiers.<name>`: the model at `path` and its `kind` (KINDS: a value-head
+  PRM or ORM, or any causal LM read by its likelihood, e.g. a policy stage's final/). It
+  reads the policy's own tokens (prompt and steps) and is read after each step's last token. good_token and
   bad_token: a Hugging Face causal LM read as a PRM in the Math-Shepherd convention,
   P(good) against P(bad) as the next token (tts/interop/hf_import.py); configs/math_hf.py
   says which PRM input formats are not supported."""
@@ -34,6 +45,8 @@ class VerifierConfig:
   kind: str = "prm"
   good_token: str = ""
   bad_token: str = ""
+  # A likelihood verifier's reading (LIKELIHOOD_READINGS): min or mean token probability.
+  likelihood_reading: str = "mean"
   # A Hugging Face checkpoint's precision (ModelConfig's dtype fields); "": its own.
   param_dtype: str = ""
   dtype: str = ""
@@ -42,34 +55,88 @@ class VerifierConfig:
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"kind={self.kind!r}; use one of {KINDS}")
+    if self.likelihood_reading not in LIKELIHOOD_READINGS:
+      raise ValueError(f"likelihood_reading={self.likelihood_reading!r}; use one of "
+                       f"{LIKELIHOOD_READINGS}")
+
+  @property
+  def reads_likelihood(self) -> str:
+    """score_prompts' `likelihood` argument: "" for a value head."""
+    return self.likelihood_reading if self.kind == "likelihood" else ""
+
+
+class LikelihoodState(NamedTuple):
+  """A likelihood verifier's rows: what it needs to read the probability of the next token."""
+  cache: KVCache
+  logits: jax.Array  # float32[B, V]: its next-token logits
+  log_prob: jax.Array  # float32[B]: summed log-probability of the tokens read after the prompt
+  tokens: jax.Array  # int32[B]: how many tokens that sums
+  lowest: jax.Array  # float32[B]: the lowest log-probability among them (0 before any)
+
+
+
+def likelihood_reading(log_prob, tokens, lowest, how: str) -> jax.Array:
+  """A likelihood verifier's reading from LikelihoodState's running fields (any shape), in
+  [0, 1]: `min`, the probability of the least likely token so far (one wrong
+  token sinks it: for tasks where every token follows from what came before, as arithmetic
+  steps); `mean`, the geometric mean of the tokens' probabilities (length-normalised: for
+  free text, where many right tokens are unlikely)."""
+  if how == "min":
+    return jnp.exp(lowest)
+  if how == "mean":
+    return jnp.exp(log_prob / jnp.maximum(tokens, 1))
+  raise ValueError(f"likelihood reading {how!r}; use one of {LIKELIHOOD_READINGS}")
 
 
 class Scores(NamedTuple):
-  cache: KVCache
-  probs: jax.Array  # float32[B, T]: sigmoid of the value head after each new token
+  state: KVCache | LikelihoodState  # the verifier's rows (a value-head verifier: its cache)
+  probs: jax.Array  # float32[B, T]: the reading after each new token
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "capacity", "sharding"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "capacity", "sharding", "likelihood"))
 def score_prompts(graphdef, params, prompts, prompt_lengths, capacity: int,
-                  sharding: DecodeSharding | None = None) -> Scores:
-  """Prefills the verifier's cache; probs[:, 0] is the reading after each whole prompt
-  (the value head reads that position only; no logits are computed)."""
+                  sharding: DecodeSharding | None = None, likelihood: str = "") -> Scores:
+  """Prefills the verifier's rows; probs[:, 0] is the reading after each whole prompt (a value
+  head reads that position only; a likelihood verifier has read no solution token yet: 1).
+  likelihood: "" for a value head, else how a likelihood verifier reads (LIKELIHOOD_READINGS)."""
   model = nnx.merge(graphdef, params)
   cache = init_cache(model.cfg, prompts.shape[0], capacity, sharding)
   hidden, cache = model.hidden(prompts, cache, num_new=prompt_lengths)
   last = jnp.take_along_axis(hidden, (prompt_lengths - 1)[:, None, None], axis=1)
-  return Scores(shard_cache(cache, sharding), jax.nn.sigmoid(model.values(last)))
+  if not likelihood:
+    return Scores(shard_cache(cache, sharding), jax.nn.sigmoid(model.values(last)))
+  zeros = jnp.zeros((prompts.shape[0],), jnp.float32)
+  state = LikelihoodState(cache, model.logits(last[:, 0]), zeros, zeros.astype(jnp.int32), zeros)
+  return Scores(sampler.pin(state, sharding),
+                likelihood_reading(*state[2:], likelihood)[:, None])
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sharding"),
-                   donate_argnames=("cache",))
-def score_tokens(graphdef, params, cache: KVCache, tokens, lengths,
-                 sharding: DecodeSharding | None = None) -> Scores:
-  """Appends each row's `lengths` new tokens to the verifier's cache and reads every one
-  (the value head only: a step may end at any of them). Consumes `cache`."""
+@functools.partial(jax.jit, static_argnames=("graphdef", "sharding", "likelihood"),
+                   donate_argnames=("state",))
+def score_tokens(graphdef, params, state: KVCache | LikelihoodState, tokens, lengths,
+                 sharding: DecodeSharding | None = None, likelihood: str = "") -> Scores:
+  """Appends each row's `lengths` new tokens to the verifier's rows and reads every one (a
+  step may end at any of them). Consumes `state`. likelihood: as in score_prompts."""
   model = nnx.merge(graphdef, params)
-  hidden, cache = model.hidden(tokens, shard_cache(cache, sharding), num_new=lengths)
-  return Scores(shard_cache(cache, sharding), jax.nn.sigmoid(model.values(hidden)))
+  if not likelihood:
+    hidden, cache = model.hidden(tokens, shard_cache(state, sharding), num_new=lengths)
+    return Scores(shard_cache(cache, sharding), jax.nn.sigmoid(model.values(hidden)))
+  state = sampler.pin(state, sharding)
+  hidden, cache = model.hidden(tokens, state.cache, num_new=lengths)
+  # Token t is predicted from the position before it: the carried logits for the first.
+  logits = jnp.concatenate([state.logits[:, None], model.logits(hidden)], axis=1)
+  token_log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), tokens[..., None],
+                                        axis=-1)[..., 0]
+  read = jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]
+  # After each new token: the running sum, count and minimum ([B, T]).
+  log_prob = state.log_prob[:, None] + jnp.cumsum(jnp.where(read, token_log_probs, 0.0), axis=1)
+  count = state.tokens[:, None] + jnp.cumsum(read, axis=1)
+  lowest = jnp.minimum(state.lowest[:, None],
+                       jax.lax.cummin(jnp.where(read, token_log_probs, 0.0), axis=1))
+  probs = likelihood_reading(log_prob, count, lowest, likelihood)
+  last = jnp.take_along_axis(logits, lengths[:, None, None], axis=1)[:, 0]
+  state = LikelihoodState(cache, last, log_prob[:, -1], count[:, -1], lowest[:, -1])
+  return Scores(sampler.pin(state, sharding), probs)
 
 
 def step_reading(probs, tokens, eos_id: int) -> float | None:

@@ -172,7 +172,9 @@ def verifiers_markdown(comparison: dict | None) -> list[str]:
            "Accuracy of each answer rule over the same N samples per question, the ordering "
            "the method needs as differences, and within-question AUROC: the chance that a "
            "right candidate outscores a wrong one of the same question (0.5: no better than "
-           "chance; questions with both kinds only).", ""]
+           "chance; questions with both kinds only)."
+           + (f" prm: the verifier {comparison['prm_verifier']!r}, a {comparison['prm_kind']}"
+              " verifier." if comparison.get("prm_kind", "prm") != "prm" else ""), ""]
   for n, check in comparison["checks"].items():
     lines += [f"At N = {n} ({check['questions']} questions):", "",
               "| | value [95% interval] |", "|---|---|"]

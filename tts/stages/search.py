@@ -26,12 +26,13 @@ from tts.train.checkpoints import is_saved_model, load_model
 
 
 def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None,
-                  sharding: DecodeSharding | None = None, precision=None):
-  """The value-head model at `path` (relative to the workdir unless absolute): one of ours
+                  sharding: DecodeSharding | None = None, precision=None, kind: str = "prm"):
+  """The verifier model at `path` (relative to the workdir unless absolute): one of ours
   (a stage's final/, with model.json), or a Hugging Face checkpoint directory, imported
   with its value_head.safetensors or, given prm_token_ids=(good, bad), as a causal-LM PRM
   (the convention in tts/interop/hf_import.py), in precision's param_dtype / dtype /
-  cache_dtype where set (a config section; else the checkpoint's own)."""
+  cache_dtype where set (a config section; else the checkpoint's own). A `likelihood`
+  verifier is any causal LM: it reads its LM head, not a value head."""
   directory = os.path.join(workdir, path)
   if is_saved_model(directory):
     model = load_model(directory, sharding)
@@ -40,9 +41,10 @@ def load_verifier(workdir: str, path: str, field: str, prm_token_ids=None,
     mesh, rules = (sharding.mesh, sharding.rules) if sharding else (None, ())
     model = load_hf_model(directory, mesh, rules, prm_token_ids=prm_token_ids,
                           precision=precision, field=field.rsplit(".", 1)[0])
-  if not model.cfg.value_head:
+  if not model.cfg.value_head and kind != "likelihood":
     raise ValueError(f"{field}={path!r}: the model in {os.path.join(workdir, path)} has no "
-                     "value head, so it cannot score steps; point it at a PRM or ORM")
+                     "value head, so it cannot score steps; point it at a PRM or ORM, or "
+                     "read it by its likelihood (kind='likelihood')")
   return model
 
 
@@ -78,7 +80,7 @@ def named_verifier(cfg, task, workdir: str, name: str, user: str,
   return load_verifier(workdir, spec.path, f"search.verifiers.{name}.path",
                        prm_token_ids(spec.good_token, spec.bad_token, task.vocab,
                                      f"search.verifiers.{name}"), sharding,
-                       dataclasses.asdict(spec))
+                       dataclasses.asdict(spec), spec.kind)
 
 
 def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: str,
@@ -94,7 +96,8 @@ def make_decoder(cfg, task, workdir: str, questions: list[dict], verifier_name: 
       sampling=SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                               max_new_tokens=s.max_new_tokens),
       step_end_ids=tuple(sorted(task.step_end_ids)), eos_id=task.vocab.eos_id,
-      pad_id=task.vocab.pad_id, prompt_width=width, max_step_tokens=s.max_step_tokens)
+      pad_id=task.vocab.pad_id, prompt_width=width, max_step_tokens=s.max_step_tokens,
+      likelihood=verifier_config(cfg, verifier_name).reads_likelihood)
 
 
 def aggregation(cfg, verifier_name: str) -> str:
@@ -120,16 +123,18 @@ def question_keys(seed: int, questions: list[dict]):
 
 def _verifier_comparison(configs, records, cfg, task) -> dict | None:
   """PRM (last / min / prod) against ORM and majority vote on best-of-N: the first
-  best-of-N method with a PRM and the first with an ORM (same keys, so same samples)."""
+  best-of-N method with a process verifier (a PRM or a likelihood verifier, read after
+  every step) and the first with an ORM (same keys, so same samples)."""
   kinds = {name: cfg.search.verifiers[m.verifier].kind for name, m in configs.items()
            if m.kind == "best_of_n"}
-  prm = next((name for name, kind in kinds.items() if kind == "prm"), None)
+  prm = next((name for name, kind in kinds.items() if kind != "orm"), None)
   orm = next((name for name, kind in kinds.items() if kind == "orm"), None)
   if prm is None:
     return None
   table = results.verifier_comparison(records[prm], records[orm] if orm else None,
                                       task.same_answer)
-  return {"prm_method": prm, "orm_method": orm, "accuracy_by_n": table,
+  return {"prm_method": prm, "prm_verifier": configs[prm].verifier, "prm_kind": kinds[prm],
+          "orm_method": orm, "accuracy_by_n": table,
           "checks": {str(n): _verifier_check(records[prm], records[orm] if orm else {}, n,
                                              aggregation(cfg, configs[prm].verifier), task,
                                              cfg.search.seed)
