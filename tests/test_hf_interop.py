@@ -242,6 +242,28 @@ def test_prm_import_scores_steps_like_the_causal_lm(tiny_llama, tmp_path):
   np.testing.assert_allclose(np.asarray(jax.nn.sigmoid(out.values)), expected, atol=1e-5)
 
 
+def test_causal_lm_read_as_a_likelihood_verifier_gives_transformers_probabilities(tiny_llama):
+  """A Hugging Face causal LM with no value head, loaded as a likelihood verifier and fed a
+  prompt then two pieces of solution, reads the geometric mean of the probabilities
+  transformers gives the solution's tokens."""
+  from tts.search import verifier
+  from tts.stages.search import load_verifier
+  lm = load_verifier("", tiny_llama, "search.verifiers.lm.path", kind="likelihood")
+  prompt, first, second = TOKENS[:, :5], TOKENS[:, 5:9], TOKENS[:, 9:]
+  lengths = lambda x: np.full(len(x), x.shape[1], np.int32)
+  scored = verifier.score_prompts(lm.graphdef, lm.params, prompt, lengths(prompt), 16, None,
+                                  "mean")
+  scored = verifier.score_tokens(lm.graphdef, lm.params, scored.state, first, lengths(first),
+                                 None, "mean")
+  scored = verifier.score_tokens(lm.graphdef, lm.params, scored.state, second, lengths(second),
+                                 None, "mean")
+  hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama)
+  log_probs = jax.nn.log_softmax(_torch_logits(hf, TOKENS)[:, 4:-1])
+  read = np.take_along_axis(np.asarray(log_probs), TOKENS[:, 5:, None], -1)[..., 0]
+  running_mean = np.cumsum(read, -1) / np.arange(1, read.shape[1] + 1)
+  np.testing.assert_allclose(scored.probs, np.exp(running_mean[:, first.shape[1]:]), rtol=1e-4)
+
+
 def test_tokenizer_round_trip(tmp_path):
   """A trained byte-level BPE through HFTokenizer: the same ids as transformers, text back
   unchanged, newline-bearing tokens as step ends; our vocabularies exported keep their ids."""
