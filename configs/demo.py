@@ -115,13 +115,26 @@ def revision_sections(c: ml_collections.ConfigDict, verifier: dict):
   c.revision_search = dict(budgets=(1, 2, 4, 8), full_chains=2, seed=0)
 
 
-def search_section() -> dict:
+def search_section(process_verifier: str = "lm") -> dict:
   """The `search` stage: methods x budgets on test questions, each method scored by one of
   `verifiers` (paths in the workdir). Beam widths: M = sqrt(N) (beam_width=0) and M = 4, as
-  the paper sweeps; lookahead k = 1 with sqrt(N), k = 3 with M = 4."""
-  method = lambda **kw: all_fields(MethodConfig, **kw)
+  the paper sweeps; lookahead k = 1 with sqrt(N), k = 3 with M = 4.
+
+  The paper's menu is scored by `lm`, a likelihood verifier: the 14x model's probability of
+  the least likely token so far (FLOPs count its size). At these sizes a value head trained
+  on Monte-Carlo labels does not learn to check a step (README: within-question AUROC about
+  0.5 for every PRM and ORM tried), while the 14x model's probabilities rank a question's
+  right answers above its wrong ones with AUROC 0.86. The trained PRM and ORM still score
+  best-of-N up to 16, beside it (extended menu, and the verifier checks).
+  process_verifier: the verifier of the paper's menu (configs/math_hf.py: an imported PRM)."""
+  method = lambda verifier=process_verifier, **kw: all_fields(MethodConfig, verifier=verifier,
+                                                              **kw)
+  trained = {f"best_of_n_{v}": method(kind="best_of_n", verifier=v) for v in ("prm", "orm")
+             if v != process_verifier}
   return dict(
-      verifiers=dict(prm=all_fields(VerifierConfig, path="prm/final", kind="prm"),
+      verifiers=dict(lm=all_fields(VerifierConfig, path="policy/large/final", kind="likelihood",
+                                   likelihood_reading="min"),
+                     prm=all_fields(VerifierConfig, path="prm/final", kind="prm"),
                      orm=all_fields(VerifierConfig, path="orm/final", kind="orm")),
       aggregation="last",  # PRM step scores -> solution score (the ORM always uses last)
       num_questions=100, budgets=(1, 2, 4, 8, 16), seed=0,
@@ -132,7 +145,7 @@ def search_section() -> dict:
           # One best-of-N run at the largest N serves every smaller one: to 256, so the
           # FLOPs-matched comparison at small R stays inside the runs.
           best_of_n=method(kind="best_of_n", budgets=(1, 2, 4, 8, 16, 32, 64, 128, 256)),
-          best_of_n_orm=method(kind="best_of_n", verifier="orm"),
+          **trained,
           beam_sqrt=method(kind="beam", beam_width=0),
           beam4=method(kind="beam", beam_width=4),
           lookahead_sqrt_k1=method(kind="lookahead", beam_width=0, lookahead=1),
@@ -140,5 +153,3 @@ def search_section() -> dict:
           dvts4=method(kind="dvts", beam_width=4),
       ),
   )
-
-

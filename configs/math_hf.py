@@ -113,7 +113,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.policy = dict(small=dict(hf_path=small_path, **bf16), large=dict(hf_path="", **bf16))
   c.policy_eval = dict(base.policy_eval.to_dict(), num_questions=100, max_new_tokens=512,
                        batch_size=64)
-  search = demo.search_section()
+  search = demo.search_section(process_verifier="prm")
   search["verifiers"] = dict(prm=dict(path="", kind="prm", good_token="+", bad_token="-",
                                       **bf16))
   search["methods"].pop("best_of_n_orm")  # no ORM is imported

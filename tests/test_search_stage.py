@@ -23,7 +23,9 @@ def _read(path):
 
 def test_every_method_and_budget_has_a_file_with_the_documented_record(tiny_run):
   policy = load_model_config(os.path.join(tiny_run, "policy", "small", "final")).num_params
-  verifier = load_model_config(os.path.join(tiny_run, "prm", "final")).num_params
+  search = config().search
+  verifier_params = {name: load_model_config(os.path.join(tiny_run, v.path)).num_params
+                     for name, v in search.verifiers.items()}
   manifest = json.load(open(os.path.join(tiny_run, "search", "manifest.json")))
   assert sorted(manifest["skipped"]) == sorted([
       "beam_sqrt/n2", "beam4/n1", "beam4/n2", "lookahead_sqrt_k1/n2", "lookahead4_k3/n1",
@@ -34,7 +36,8 @@ def test_every_method_and_budget_has_a_file_with_the_documented_record(tiny_run)
       assert len(records) == 5 and summary["questions"] == 5
       for r in records:
         assert r["method"] == method and r["n"] == int(n)
-        assert r["verifier"] == ("orm" if method.endswith("_orm") else "prm")
+        assert r["verifier"] == search.methods[method].verifier
+        verifier = verifier_params[r["verifier"]]
         assert 1 <= len(r["candidates"]) <= int(n)
         assert set(r["selected"]) == {"argmax", "weighted", "majority"}
         c = r["counts"]
@@ -73,11 +76,14 @@ def test_verifier_check_reads_the_largest_budget_with_intervals(tiny_run):
   first = sum(r["candidates"][0]["correct"] for r in records) / len(records)
   weighted = sum(r["selected"]["weighted"]["correct"] for r in records) / len(records)
   assert check["accuracy"]["one_sample"]["value"] == pytest.approx(first, abs=1e-4)
-  assert check["accuracy"]["prm_weighted"]["value"] == pytest.approx(weighted, abs=1e-4)
-  diff = check["differences"]["prm_weighted - majority"]
+  assert check["accuracy"]["lm_weighted"]["value"] == pytest.approx(weighted, abs=1e-4)
+  diff = check["differences"]["lm_weighted - majority"]
   lo, hi = diff["ci"]
   assert lo <= diff["value"] <= hi
-  assert set(check["within_question_auroc"]) == {"prm", "orm"}
+  assert set(check["within_question_auroc"]) == {"lm", "prm", "orm"}
+  prm = _read(os.path.join(tiny_run, "search", "best_of_n_prm", "n4.jsonl"))
+  assert check["accuracy"]["prm_weighted"]["value"] == pytest.approx(
+      sum(r["selected"]["weighted"]["correct"] for r in prm) / len(prm), abs=1e-4)
   summary = open(os.path.join(tiny_run, "report", "summary.md")).read()
   assert "## Verifiers on best-of-N samples" in summary and "At N = 4" in summary
 

@@ -162,19 +162,22 @@ def without_samples_markdown(table: dict) -> list[str]:
 
 def verifiers_markdown(comparison: dict | None) -> list[str]:
   """Can the verifiers find right answers? The search stage's checks on best-of-N samples:
-  the ordering the method needs (PRM-weighted > majority > one sample) and each verifier's
-  within-question AUROC (0.5: it cannot tell a question's right answers from its wrong ones)."""
+  the ordering the method needs (process-verifier-weighted > majority > one sample) and each
+  verifier's within-question AUROC (0.5: it cannot tell a question's right answers from its
+  wrong ones)."""
   if not comparison or "checks" not in comparison:
     return []
+  kinds = comparison.get("verifier_kinds", {})
   cell = lambda e: ("n/a" if e["value"] is None
                     else f"{e['value']:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]")
   lines = ["## Verifiers on best-of-N samples (can they find right answers?)", "",
            "Accuracy of each answer rule over the same N samples per question, the ordering "
            "the method needs as differences, and within-question AUROC: the chance that a "
            "right candidate outscores a wrong one of the same question (0.5: no better than "
-           "chance; questions with both kinds only)."
-           + (f" prm: the verifier {comparison['prm_verifier']!r}, a {comparison['prm_kind']}"
-              " verifier." if comparison.get("prm_kind", "prm") != "prm" else ""), ""]
+           "chance; questions with both kinds only). Rows name the verifiers under "
+           "search.verifiers (" + ", ".join(f"{v}: {k}" for v, k in kinds.items())
+           + f"); the ordering is checked for {comparison['prm_verifier']!r}, the process "
+           f"verifier of best-of-N method {comparison['prm_method']!r}.", ""]
   for n, check in comparison["checks"].items():
     lines += [f"At N = {n} ({check['questions']} questions):", "",
               "| | value [95% interval] |", "|---|---|"]

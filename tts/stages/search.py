@@ -122,56 +122,65 @@ def question_keys(seed: int, questions: list[dict]):
 
 
 def _verifier_comparison(configs, records, cfg, task) -> dict | None:
-  """PRM (last / min / prod) against ORM and majority vote on best-of-N: the first
-  best-of-N method with a process verifier (a PRM or a likelihood verifier, read after
-  every step) and the first with an ORM (same keys, so same samples)."""
-  kinds = {name: cfg.search.verifiers[m.verifier].kind for name, m in configs.items()
-           if m.kind == "best_of_n"}
-  prm = next((name for name, kind in kinds.items() if kind != "orm"), None)
-  orm = next((name for name, kind in kinds.items() if kind == "orm"), None)
-  if prm is None:
+  """Can the verifiers find right answers? On best-of-N samples (same keys, so the same
+  samples for every verifier): the process verifier's aggregations (last / min / prod)
+  against the ORM and majority vote per N, and checks with intervals for every verifier
+  that scored a best-of-N method. The process verifier (a PRM or a likelihood verifier,
+  read after every step) is that of the first best-of-N method that has one."""
+  scored = {}  # verifier name -> the first best-of-N method it scored
+  for name, m in configs.items():
+    if m.kind == "best_of_n":
+      scored.setdefault(m.verifier, name)
+  kinds = {v: cfg.search.verifiers[v].kind for v in scored}
+  main = next((v for v in scored if kinds[v] != "orm"), None)
+  if main is None:
     return None
-  table = results.verifier_comparison(records[prm], records[orm] if orm else None,
+  orm = next((v for v in scored if kinds[v] == "orm"), None)
+  prm_records = records[scored[main]]
+  table = results.verifier_comparison(prm_records, records[scored[orm]] if orm else None,
                                       task.same_answer)
-  return {"prm_method": prm, "prm_verifier": configs[prm].verifier, "prm_kind": kinds[prm],
-          "orm_method": orm, "accuracy_by_n": table,
-          "checks": {str(n): _verifier_check(records[prm], records[orm] if orm else {}, n,
-                                             aggregation(cfg, configs[prm].verifier), task,
-                                             cfg.search.seed)
-                     for n in _check_budgets(records[prm], records[orm] if orm else {})}}
+  by_verifier = {v: (records[method], aggregation(cfg, v)) for v, method in scored.items()}
+  return {"prm_method": scored[main], "prm_verifier": main, "orm_method": scored.get(orm),
+          "verifier_kinds": kinds, "accuracy_by_n": table,
+          "checks": {str(n): _verifier_check(main, by_verifier, n, task, cfg.search.seed)
+                     for n in _check_budgets(by_verifier, main)}}
 
 
-def _check_budgets(prm: dict, orm: dict) -> list[int]:
-  """The PRM's largest N, and the largest N the ORM ran too."""
-  return sorted({max(prm)} | ({max(set(prm) & set(orm))} if set(prm) & set(orm) else set()))
+def _check_budgets(by_verifier: dict, main: str) -> list[int]:
+  """The process verifier's largest N, and the largest N every verifier ran."""
+  budgets = [set(recs) for recs, _ in by_verifier.values()]
+  common = set.intersection(*budgets)
+  return sorted({max(by_verifier[main][0])} | ({max(common)} if common else set()))
 
 
-def _verifier_check(prm: dict, orm: dict, n: int, how: str, task, seed: int) -> dict:
-  """At N: one sample, majority vote, PRM-weighted and PRM-argmax (and the ORM's, if it ran
-  at N) accuracies, the ordering's differences, and each verifier's within-question AUROC,
-  with 95% paired-bootstrap intervals over questions."""
-  orm_n = orm.get(n)
-  rows = {"one_sample": (prm[n], how, "first"),
-          "majority": (prm[n], how, "majority"), "prm_weighted": (prm[n], how, "weighted"),
-          "prm_argmax": (prm[n], how, "argmax")}
-  if orm_n:
-    rows.update(orm_weighted=(orm_n, "last", "weighted"), orm_argmax=(orm_n, "last", "argmax"))
+def _verifier_check(main: str, by_verifier: dict, n: int, task, seed: int) -> dict:
+  """At N: one sample, majority vote, and each verifier's weighted and argmax accuracy
+  (the verifiers that ran at N), the ordering's differences (`main` weighted against
+  majority vote and the other verifiers, majority against one sample, `main` argmax
+  against one sample), and each verifier's within-question AUROC, with 95% paired-bootstrap
+  intervals over questions. by_verifier: name -> (budget -> records, step aggregation)."""
+  at_n = {v: (recs[n], how) for v, (recs, how) in by_verifier.items() if n in recs}
+  first, how = at_n[main]
+  rows = {"one_sample": (first, how, "first"), "majority": (first, how, "majority")}
+  for v, (recs, agg) in at_n.items():
+    rows.update({f"{v}_weighted": (recs, agg, "weighted"), f"{v}_argmax": (recs, agg, "argmax")})
   correct = {name: np.array([_pick(r, agg, rule, task) for r in recs], np.float64)
              for name, (recs, agg, rule) in rows.items()}
-  weights = bootstrap.resample_weights(len(prm[n]), 1000, seed)
+  weights = bootstrap.resample_weights(len(first), 1000, seed)
   est = lambda v: bootstrap.estimate(v.mean(), bootstrap.means(weights, v))
-  out = {"n": n, "questions": len(prm[n]), "accuracy": {k: est(v) for k, v in correct.items()}}
-  pairs = [("prm_weighted", "majority"), ("majority", "one_sample"),
-           ("prm_argmax", "one_sample")] + ([("prm_weighted", "orm_weighted")] if orm_n else [])
+  out = {"n": n, "questions": len(first), "accuracy": {k: est(v) for k, v in correct.items()}}
+  pairs = [(f"{main}_weighted", "majority"), ("majority", "one_sample"),
+           (f"{main}_argmax", "one_sample")] + [
+               (f"{main}_weighted", f"{v}_weighted") for v in at_n if v != main]
   out["differences"] = {f"{a} - {b}": est(correct[a] - correct[b]) for a, b in pairs}
   out["within_question_auroc"] = {}
-  for name, recs, agg in [("prm", prm[n], how)] + ([("orm", orm_n, "last")] if orm_n else []):
+  for v, (recs, agg) in at_n.items():
     auc = results.within_question_auroc(recs, agg)
     entry = {"questions": len(auc), "value": None, "ci": None}  # none with both kinds
     if len(auc):
       w = bootstrap.resample_weights(len(auc), 1000, seed)
       entry.update(bootstrap.estimate(auc.mean(), bootstrap.means(w, auc)))
-    out["within_question_auroc"][name] = entry
+    out["within_question_auroc"][v] = entry
   return out
 
 
