@@ -235,6 +235,9 @@ def test_non_utf8_file_is_named(tmp_path):
      "verifiers.base='medium' is not a model the policy stage makes; set it to one of large, small"),
     ("--config.search.verifiers.prm.likelihood_reading=max",
      "config search.verifiers.prm: likelihood_reading='max'; use one of ('min', 'mean')"),
+    ("--config.search.num_questions=17",
+     "search.num_questions=17 is more than the task's 16 test questions (task.num_test); set "
+     "search.num_questions <= 16"),
     ("--config.search.verifiers.prm.kind=likelihood",
      "difficulty.verifier='prm' is a likelihood verifier: it has no reading after a prompt for "
      "prompt bins; name a value-head verifier under search.verifiers (orm)"),

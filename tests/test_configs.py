@@ -29,6 +29,6 @@ def test_config_loads(path):
 
 
 def test_reproduce_has_room_for_cross_validation():
-  """Issue 13: 5 difficulty bins x 2 folds of ~50 search questions each."""
+  """5 difficulty bins x 2 cross-validation folds of ~50 search questions each."""
   config = cli.load_config(os.path.join(CONFIG_DIR, "reproduce.py"))
   assert config.search.num_questions >= 500
