@@ -107,7 +107,8 @@ def test_the_search_stops_steps_at_the_tasks_delimiter(files, monkeypatch):
   task = _task(files, step_delimiter="\n\n")
   monkeypatch.setattr(search, "named_verifier", lambda *args: None)
   cfg = ml_collections.ConfigDict({"search": dict(
-      temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8, max_step_tokens=4)})
+      temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8, max_step_tokens=4,
+      verifiers=dict(prm=dict(path="", kind="prm")))})
   decoder = search.make_decoder(cfg, task, "", [{"prompt_ids": [5, 6]}], "prm", None)
   assert set(decoder.step_end_ids) == task.step_end_ids != step_end_ids(task.vocab, NEWLINE)
 
@@ -206,7 +207,8 @@ def test_bad_prompt_fields_are_named(files, fields, needle):
 @pytest.mark.parametrize("field, value, needle", [
     ("step_tag", "ки", "unknown config field search.verifiers.prm.step_tag; allowed: path, "
      "kind, good_token, bad_token"),
-    ("kind", "rm", "config search.verifiers.prm: kind='rm'; use one of ('prm', 'orm')"),
+    ("kind", "rm",
+     "config search.verifiers.prm: kind='rm'; use one of ('prm', 'orm', 'likelihood')"),
 ])
 def test_verifier_fields_are_checked_before_any_stage(field, value, needle):
   """A PRM input format that is not supported (configs/math_hf.py) is named, not ignored."""
