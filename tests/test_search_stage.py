@@ -157,7 +157,8 @@ def test_a_likelihood_verifier_reads_its_lm_probability_of_every_step(copy_run):
         continue  # the toy policy drew a token its text does not keep (pad, say)
       seq = jnp.asarray([prompt + solution])
       log_probs = jax.nn.log_softmax(model(seq).logits[0, :-1])
-      read = np.asarray(log_probs[np.arange(len(prompt) - 1, seq.shape[1] - 1), seq[0, len(prompt):]])
+      positions = np.arange(len(prompt) - 1, seq.shape[1] - 1)
+      read = np.asarray(log_probs[positions, seq[0, len(prompt):]])
       ends = [i for i, t in enumerate(solution) if t in task.step_end_ids]
       expected = [float(np.exp(read[:e + 1].min())) for e in ends]
       np.testing.assert_allclose(c["step_scores"][:len(expected)], expected, rtol=1e-4)

@@ -54,7 +54,8 @@ def check_config(config):
     raise ValueError(f"difficulty.verifier={reader!r} is a likelihood verifier: it has no "
                      "reading after a prompt for prompt bins; name a value-head verifier "
                      f"under search.verifiers ({', '.join(value_heads) or 'a PRM'})")
-  searched, tests = config.get("search", {}).get("num_questions"), config.get("task", {}).get("num_test")
+  searched = config.get("search", {}).get("num_questions")
+  tests = config.get("task", {}).get("num_test")
   if isinstance(searched, int) and isinstance(tests, int) and searched > tests:
     raise ValueError(f"search.num_questions={searched} is more than the task's {tests} test "
                      f"questions (task.num_test); set search.num_questions <= {tests}")

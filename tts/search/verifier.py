@@ -5,11 +5,11 @@ still reaches the right answer; an ORM is trained on final correctness only, so 
 reading after the last step means anything. Both are the same model with `value_head`.
 
 A likelihood verifier is a plain causal LM (a generative verifier): its reading after a
-step is the geometric mean of the probabilities it gives the solution's tokens so far
-(teacher-forced, temperature 1). It needs no training of its own, and where a trained
-value head cannot learn to check a step (a small model's value head learns a question's
-difficulty, not which of its answers is right), an LM's next-token probabilities still
-separate right from wrong answers.
+step is the probability it gives the solution's tokens so far (teacher-forced, temperature
+1), as the least likely token's or their geometric mean (LIKELIHOOD_READINGS). It needs no
+training of its own, and where a trained value head cannot learn to check a step (a small
+model's value head learns a question's difficulty, not which of its answers is right), an
+LM's next-token probabilities still separate right from wrong answers.
 
 Every kind is fed incrementally: the verifier keeps its own row state (KV cache, and for a
 likelihood verifier its next-token logits and running log-probability) per candidate row,
@@ -37,10 +37,11 @@ STEP_AGGREGATIONS = ("last", "min", "prod")
 class VerifierConfig:
   """One `search.verifiers.<name>`: the model at `path` and its `kind` (KINDS: a value-head
   PRM or ORM, or any causal LM read by its likelihood, e.g. a policy stage's final/). It
-  reads the policy's own tokens (prompt and steps) and is read after each step's last token. good_token and
-  bad_token: a Hugging Face causal LM read as a PRM in the Math-Shepherd convention,
-  P(good) against P(bad) as the next token (tts/interop/hf_import.py); configs/math_hf.py
-  says which PRM input formats are not supported."""
+  reads the policy's own tokens (prompt and steps) and is read after each step's last
+  token. good_token and bad_token: a Hugging Face causal LM read as a PRM in the
+  Math-Shepherd convention, P(good) against P(bad) as the next token
+  (tts/interop/hf_import.py); configs/math_hf.py says which PRM input formats are not
+  supported."""
   path: str = ""
   kind: str = "prm"
   good_token: str = ""
@@ -74,7 +75,6 @@ class LikelihoodState(NamedTuple):
   lowest: jax.Array  # float32[B]: the lowest log-probability among them (0 before any)
 
 
-
 def likelihood_reading(log_prob, tokens, lowest, how: str) -> jax.Array:
   """A likelihood verifier's reading from LikelihoodState's running fields (any shape), in
   [0, 1]: `min`, the probability of the least likely token so far (one wrong
@@ -106,9 +106,10 @@ def score_prompts(graphdef, params, prompts, prompt_lengths, capacity: int,
   if not likelihood:
     return Scores(shard_cache(cache, sharding), jax.nn.sigmoid(model.values(last)))
   zeros = jnp.zeros((prompts.shape[0],), jnp.float32)
-  state = LikelihoodState(cache, model.logits(last[:, 0]), zeros, zeros.astype(jnp.int32), zeros)
-  return Scores(sampler.pin(state, sharding),
-                likelihood_reading(*state[2:], likelihood)[:, None])
+  state = LikelihoodState(cache, model.logits(last[:, 0]), log_prob=zeros,
+                          tokens=zeros.astype(jnp.int32), lowest=zeros)
+  reading = likelihood_reading(state.log_prob, state.tokens, state.lowest, likelihood)
+  return Scores(sampler.pin(state, sharding), reading[:, None])
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "sharding", "likelihood"),
