@@ -39,6 +39,15 @@ def full_readings(model: LoadedModel, seq: list[int]) -> np.ndarray:
   return np.asarray(jax.nn.sigmoid(m(jnp.asarray([seq])).values[0]))
 
 
+def solution_log_probs(model: LoadedModel, prompt: list[int], solution: list[int]) -> np.ndarray:
+  """log p(token | everything before it) of each solution token, from one teacher-forced pass
+  over the whole sequence (temperature 1): what a likelihood verifier reads."""
+  m = nnx.merge(model.graphdef, model.params)
+  seq = jnp.asarray([prompt + solution])
+  log_probs = jax.nn.log_softmax(m(seq).logits[0, :-1])
+  return np.asarray(log_probs[np.arange(len(prompt) - 1, seq.shape[1] - 1), seq[0, len(prompt):]])
+
+
 class Spy:
   """An engine wrapper that records every call and replays the search's bookkeeping.
 

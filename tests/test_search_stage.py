@@ -2,11 +2,9 @@
 import json
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+from search_models import solution_log_probs
 from tiny import config
 
 from tts import cli, experiment
@@ -144,7 +142,6 @@ def test_a_likelihood_verifier_reads_its_lm_probability_of_every_step(copy_run):
                  workdir, only="search", force=True)
   lm = load_model(os.path.join(workdir, "policy", "small", "final"))
   task = make_task(config().task)
-  model = nnx.merge(lm.graphdef, lm.params)
   prompts = {q["id"]: q["prompt_ids"] for q in read_split(workdir, "test")}
   records = _read(os.path.join(workdir, "search", "best_of_n_orm", "n4.jsonl"))
   checked = 0
@@ -155,10 +152,7 @@ def test_a_likelihood_verifier_reads_its_lm_probability_of_every_step(copy_run):
       prompt, solution = prompts[r["id"]], task.vocab.encode(c["text"])
       if len(solution) + c["finished"] != c["num_tokens"]:
         continue  # the toy policy drew a token its text does not keep (pad, say)
-      seq = jnp.asarray([prompt + solution])
-      log_probs = jax.nn.log_softmax(model(seq).logits[0, :-1])
-      positions = np.arange(len(prompt) - 1, seq.shape[1] - 1)
-      read = np.asarray(log_probs[positions, seq[0, len(prompt):]])
+      read = solution_log_probs(lm, prompt, solution)
       ends = [i for i, t in enumerate(solution) if t in task.step_end_ids]
       expected = [float(np.exp(read[:e + 1].min())) for e in ends]
       np.testing.assert_allclose(c["step_scores"][:len(expected)], expected, rtol=1e-4)

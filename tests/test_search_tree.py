@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from search_models import EOS, NEWLINE, PAD, PROMPTS, full_readings, make_decoder
+from search_models import (EOS, NEWLINE, PAD, PROMPTS, full_readings, make_decoder,
+                           solution_log_probs)
 from search_models import keys as _keys
 
 from tts.model import LoadedModel
@@ -116,16 +117,12 @@ def test_incremental_likelihood_readings_equal_a_full_pass(decoder, how):
   second = np.array([[6, 5, 4], [3, 0, 0], [4, 4, 0]], np.int32)
   second_n = np.array([3, 0, 2], np.int32)  # a row that reads nothing keeps its reading
   last = verifier.score_tokens(lm.graphdef, lm.params, state, second, second_n, None, how)
-  model = nnx.merge(lm.graphdef, lm.params)
   reduce = {"min": np.minimum.accumulate,
             "mean": lambda x: np.cumsum(x) / np.arange(1, len(x) + 1)}[how]
   for i, r in enumerate(rows):
     prompt = PROMPTS[r]
     new = first[r, :first_n[r]].tolist() + second[i, :second_n[i]].tolist()
-    seq = jnp.asarray([prompt + new])
-    log_probs = jax.nn.log_softmax(model(seq).logits[0, :-1])
-    read = np.asarray(log_probs[np.arange(len(prompt) - 1, seq.shape[1] - 1), seq[0, len(prompt):]])
-    expected = np.exp(reduce(read))
+    expected = np.exp(reduce(solution_log_probs(lm, prompt, new)))
     np.testing.assert_allclose(step.probs[r, :first_n[r]], expected[:first_n[r]], rtol=1e-4)
     got = last.probs[i, :second_n[i]] if second_n[i] else step.probs[r, first_n[r] - 1:first_n[r]]
     np.testing.assert_allclose(got, expected[first_n[r] - (second_n[i] == 0):], rtol=1e-4)
