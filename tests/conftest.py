@@ -7,6 +7,7 @@ program skips its compile; the key covers jax version, flags and HLO; `pytest
 --cache-clear` drops it) and compile at LLVM optimisation level 0.
 """
 import dataclasses
+import gc
 import importlib.util
 import os
 import pathlib
@@ -17,6 +18,7 @@ import sys
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -36,6 +38,17 @@ def pytest_collection_modifyitems(items):
   for item in items:
     if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
       item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+  """Drops every compiled program after each test module. An XLA:CPU executable holds three
+  memory maps until it is freed, and a process may hold vm.max_map_count of them (65530 by
+  default): the suite compiles over 20,000 programs in one process, and past that limit the
+  compiler's next mmap fails and the process dies with a segmentation fault."""
+  yield
+  jax.clear_caches()
+  gc.collect()
 
 
 HELPER = pathlib.Path(__file__).parent / "helpers" / "train_run.py"

@@ -96,8 +96,8 @@ def test_decode_score_and_reorder_reuse_the_buffers_they_replace():
 
 
 def _count_row_copies(monkeypatch) -> dict:
-  calls = {"gather": 0, "move": 0}
-  for name, key in (("_gather", "gather"), ("_move_rows", "move")):
+  calls = {"gather": 0, "move": 0, "put": 0}
+  for name, key in (("_gather", "gather"), ("_move_rows", "move"), ("put_rows", "put")):
     original = getattr(sampler, name)
     def counted(*args, original=original, key=key, **kwargs):
       calls[key] += 1
@@ -109,10 +109,11 @@ def _count_row_copies(monkeypatch) -> dict:
 @pytest.mark.parametrize("kind, moves", [("best_of_n", False), ("beam", True)])
 def test_rows_that_do_not_move_are_not_copied(monkeypatch, kind, moves):
   """Best-of-N rows never move: after the fan-out of the prompts (one gather for the
-  policy, one for the verifier) no row is copied. Beam search moves rows every round."""
+  policy, one for the verifier) a row is copied only into a batch of the live rows, and
+  written back after (a gather per put). Beam search moves rows every round."""
   calls = _count_row_copies(monkeypatch)
   shape = methods.tree_shape(MethodConfig(kind), 4)  # beam: M = sqrt(4) = 2
   results = tree.search(make_decoder(), PROMPTS, keys(len(PROMPTS)), shape)
   assert all(r.candidates for r in results)
-  assert calls["gather"] == 2
+  assert calls["gather"] == 2 + calls["put"] and calls["put"] > 0
   assert (calls["move"] > 0) == moves

@@ -50,6 +50,9 @@ def test_every_method_and_budget_has_a_file_with_the_documented_record(tiny_run)
           assert all(0.0 <= s <= 1.0 for s in x["step_scores"])
       assert summary["weighted"] == pytest.approx(
           sum(r["selected"]["weighted"]["correct"] for r in records) / 5, abs=1e-4)
+      assert 0 < summary["live_row_fraction"] <= 1  # every file was decoded by this run
+  work = manifest["decode_work"]
+  assert work["live_row_fraction"] == pytest.approx(work["live_row_tokens"] / work["row_tokens"])
   lookahead = _read(os.path.join(tiny_run, "search", "lookahead4_k3", "n4.jsonl"))
   assert all(r["counts"]["generations"] == 16 for r in lookahead)
 

@@ -1,5 +1,7 @@
 """The tree searches: decoding in steps, cache reorders, selection, and what each method keeps."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -223,3 +225,45 @@ def test_tree_shapes():
   assert methods.generations(MethodConfig("lookahead", 4, lookahead=3), 16) == 64
   with pytest.raises(ValueError, match="kind"):
     MethodConfig("mcts")
+
+
+def _advance_all(decoder, live, exit_below):
+  """whole_steps from a fresh start of PROMPTS x 8 rows, with `live` rows taking part."""
+  d = dataclasses.replace(decoder, exit_below=exit_below, work=tree.Work())
+  state, _ = d.start(PROMPTS, 8)
+  counts = [tree.Counts() for _ in PROMPTS]
+  state, steps = tree.whole_steps(d, state, _keys(24), live, False, counts, 8)
+  return d.work, state, steps
+
+
+@pytest.mark.slow
+def test_only_live_rows_are_decoded(decoder):
+  """A round with few live rows decodes a batch of about their number, not every row (dead
+  subtrees, padding questions): their steps and readings are those of the whole batch, and
+  the other rows' caches are left as they were."""
+  live = np.zeros(24, bool)
+  live[[1, 9, 20]] = True
+  few, state, steps = _advance_all(decoder, live, 0.0)
+  _, _, whole = _advance_all(decoder, np.ones(24, bool), 0.0)
+  for i in np.flatnonzero(live):
+    assert steps.tokens[i] == whole.tokens[i]
+    assert steps.readings[i] == pytest.approx(whole.readings[i], abs=1e-6)
+  assert not any(steps.tokens[i] for i in np.flatnonzero(~live))
+  lengths = np.asarray(state[0].cache.lengths)
+  np.testing.assert_array_equal(lengths[~live], np.repeat([len(p) for p in PROMPTS], 8)[~live])
+  assert few.row_tokens <= 3 * max(map(len, steps.tokens))  # a batch of 3 rows, not 24
+  assert few.live_tokens == sum(map(len, steps.tokens))
+
+
+@pytest.mark.slow
+def test_a_call_that_returns_early_gives_the_same_steps():
+  """Returning once half the rows stopped, the rest going on in smaller batches, changes
+  neither a step nor its reading, and decodes fewer row-tokens for the same live ones."""
+  decoder = make_decoder(max_step_tokens=20)  # steps end inside a call, at different tokens
+  live = np.ones(24, bool)
+  split, _, steps = _advance_all(decoder, live, 0.5)
+  one, _, whole = _advance_all(decoder, live, 0.0)
+  assert steps.tokens == whole.tokens
+  assert steps.readings == pytest.approx(whole.readings, abs=1e-6)
+  assert split.live_tokens == one.live_tokens
+  assert split.row_tokens < one.row_tokens

@@ -8,6 +8,7 @@ the one a single process writes; a killed stage recomputes the file that is miss
 are rewritten, never trusted across runs).
 """
 import jax
+import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
@@ -20,6 +21,13 @@ def share(num_items: int) -> range:
   per, extra = divmod(num_items, count)
   start = index * per + min(index, extra)
   return range(start, start + per + (index < extra))
+
+
+def summed(counts: list[int]) -> list[int]:
+  """Counts added up over every process (each counted its own share), on every process."""
+  if jax.process_count() == 1:
+    return list(counts)
+  return multihost_utils.process_allgather(np.asarray(counts, np.int32)).sum(0).tolist()
 
 
 def all_records(path: str, mine: list[dict]) -> list[dict]:

@@ -175,6 +175,9 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
     log(f"[{stage.name}] running")
     start, timeouts = time.time(), math_grader.timeouts()
     summary = stage.run(ctx)
+    # Stages share no compiled programs; each holds memory maps until freed, and a process
+    # may hold only vm.max_map_count of them (a long `tts run` would otherwise die in XLA).
+    jax.clear_caches()
     elapsed, timeouts = time.time() - start, math_grader.timeouts() - timeouts
     if timeouts:
       log(f"[{stage.name}] {timeouts} answer comparisons timed out, graded as wrong")

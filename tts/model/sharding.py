@@ -137,6 +137,13 @@ class DecodeSharding:
   def cache(self, shape) -> NamedSharding:
     return NamedSharding(self.mesh, logical_to_spec(CACHE_AXES, self.rules, shape, self.mesh))
 
+  @property
+  def row_shards(self) -> int:
+    """How many ways rows are split: a batch of a multiple of this many is split evenly."""
+    names = dict(self.rules).get("batch") or ()
+    names = (names,) if isinstance(names, str) else names
+    return math.prod(self.mesh.shape[n] for n in names)
+
   def rows(self, shape) -> NamedSharding:
     """An array whose first dimension is rows (tokens, logits, lengths)."""
     axes = ("batch",) + (None,) * (len(shape) - 1)

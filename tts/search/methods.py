@@ -50,14 +50,15 @@ def generations(method: MethodConfig, n: int) -> int:
 
 def run(engine, shape: TreeShape, prompts: list[list[int]], question_keys,
         rows_per_batch: int, aggregation: str = "last") -> list[QuestionResult]:
-  """Searches every question, as many per batch as fit in `rows_per_batch` rows (but no
-  more than there are). The last batch is filled up with copies of its first question
-  (dropped after), so every batch has the same shape and compiles once. aggregation: how
-  step scores rank rows and candidates."""
-  per_batch = max(1, min(rows_per_batch // shape.width, len(prompts)))
+  """Searches every question in the fewest batches of at most `rows_per_batch` rows, the
+  questions spread evenly over them. The last batch is filled up with copies of its first
+  question, so every batch has the same shape and compiles once; they are never decoded.
+  aggregation: how step scores rank rows and candidates."""
+  most = max(1, min(rows_per_batch // shape.width, len(prompts)))
+  per_batch = -(-len(prompts) // -(-len(prompts) // most))
   results = []
   for chunk, keys, real in sampler.fixed_batches(prompts, question_keys, per_batch):
-    results += tree.search(engine, chunk, keys, shape, aggregation)[:real]
+    results += tree.search(engine, chunk, keys, shape, aggregation, real)[:real]
   return results
 
 

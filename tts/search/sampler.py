@@ -126,8 +126,12 @@ def _gather(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None 
 @functools.partial(jax.jit, static_argnames=("sharding",), donate_argnames=("state",))
 def _move_rows(state: DecodeState | KVCache, dst, src, sharding: DecodeSharding | None = None):
   """Row dst[j] becomes row src[j], in place; a dst past the last row is dropped (padding)."""
-  move = lambda x: x.at[dst].set(x[src], mode="drop")
-  return pin(jax.tree.map(move, state), sharding)
+  return pin(_put(state, jax.tree.map(lambda x: x[src], state), dst), sharding)
+
+
+def _put(state, part, rows):
+  """`state` with row rows[j] replaced by row j of `part`; rows past the last are dropped."""
+  return jax.tree.map(lambda x, y: x.at[rows].set(y, mode="drop"), state, part)
 
 
 def reorder(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None = None):
@@ -150,6 +154,14 @@ def reorder(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None 
   dst, src = np.full(width, n, np.int32), np.zeros(width, np.int32)
   dst[:len(moved)], src[:len(moved)] = moved, rows[moved]
   return _move_rows(state, dst, src, sharding)
+
+
+@functools.partial(jax.jit, static_argnames=("sharding",), donate_argnames=("state",))
+def put_rows(state: DecodeState | KVCache, part, rows, sharding: DecodeSharding | None = None):
+  """Writes the rows of `part` (a batch `reorder` took from `state`, decoded further) back
+  over rows `rows` of `state`, in place (consumes `state`); a row past the last is dropped
+  (padding)."""
+  return pin(_put(state, part, rows), sharding)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "capacity", "sharding"))
@@ -193,13 +205,17 @@ def grow(state: DecodeState | KVCache, capacity: int, sharding: DecodeSharding |
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "stop_ids", "max_tokens",
-                                             "sharding"), donate_argnames=("state",))
+                                             "sharding", "exit_below"),
+                   donate_argnames=("state",))
 def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig,
            stop_ids: tuple[int, ...], max_tokens: int,
-           sharding: DecodeSharding | None = None) -> tuple[DecodeState, Step]:
+           sharding: DecodeSharding | None = None,
+           exit_below: float = 0.0) -> tuple[DecodeState, Step]:
   """Extends every live row until it emits one of `stop_ids` (a step end or the end of the
   solution), has added `max_tokens` tokens, or holds cfg.max_new_tokens in all. Consumes
-  `state`: its buffers become the returned state's.
+  `state`: its buffers become the returned state's. exit_below: the call also returns once
+  fewer than this fraction of the rows it started still run, so a caller can go on with
+  those in a smaller batch rather than decode a batch of mostly finished rows.
 
   The token at absolute position p of row b is drawn with fold_in(keys[b], p): a row's
   tokens depend on its key and prefix only, not on its batch or on how decoding was split
@@ -210,10 +226,11 @@ def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig
   limit = state.prompt_lengths + cfg.max_new_tokens
   stop_ids = jnp.asarray(stop_ids, jnp.int32)
   done = ~live | (state.cache.lengths >= limit)
+  enough = jnp.maximum(jnp.ceil(exit_below * jnp.sum(~done)), 1)  # rows running, to go on
 
   def cond(carry):
     t, _, _, _, _, done = carry
-    return (t < max_tokens) & ~jnp.all(done)
+    return (t < max_tokens) & (jnp.sum(~done) >= enough)
 
   def body(carry):
     t, logits, cache, tokens, log_probs, done = carry

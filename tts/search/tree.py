@@ -20,7 +20,7 @@ only when too few finished.
                                                   delivers its own M candidates)
 
 Python drives only this per-round loop; decoding and scoring are the jitted functions of
-sampler.py and verifier.py over all rows of a batch of questions at once.
+sampler.py and verifier.py over the live rows of a batch of questions at once.
 """
 import dataclasses
 import functools
@@ -87,6 +87,22 @@ class Advanced(NamedTuple):
   probs: np.ndarray  # float32[B, T], the verifier's reading after each token
 
 
+@dataclasses.dataclass
+class Work:
+  """What a Decoder's decode calls computed: row-tokens of live candidates (the tokens they
+  added) against every row-token decoded, rows that wait (stopped, dead or padding) included."""
+  live_tokens: int = 0
+  row_tokens: int = 0
+
+  @property
+  def live_fraction(self) -> float | None:
+    return self.live_tokens / self.row_tokens if self.row_tokens else None
+
+  def add(self, other: "Work"):
+    self.live_tokens += other.live_tokens
+    self.row_tokens += other.row_tokens
+
+
 class Engine(Protocol):
   """Batched rows of candidates: the policy's and the verifier's state side by side."""
   eos_id: int
@@ -114,6 +130,12 @@ class Decoder:
   as candidates lengthen, up to prompt_width + sampling.max_new_tokens: attention reads
   every slot each token, so a cache sized for the longest solution from the start costs
   about twice as much. Each size compiles once; rounds and batches reuse it.
+
+  Only live rows are decoded. When they are at most 3/4 of the rows (finished subtrees,
+  padding questions, steps that go on), they are taken into a batch of about their number
+  (a power of two or 1.5 times one: few sizes to compile) and written back after. A decode call returns once fewer than `exit_below` of its rows
+  still run; the rows whose step goes on continue in the next, smaller batch. `work`
+  tallies how many of the decoded row-tokens were live.
   """
   policy: LoadedModel
   verifier: LoadedModel
@@ -126,14 +148,18 @@ class Decoder:
   block: int = 32
   # How a likelihood verifier reads (verifier.LIKELIHOOD_READINGS); "": a value head.
   likelihood: str = ""
+  exit_below: float = 0.5
+  work: Work = dataclasses.field(default_factory=Work, compare=False)
 
-  def _capacity(self, needed: int) -> int:
+  def capacity(self, needed: int) -> int:
+    """Cache slots for rows of up to `needed` tokens: whole blocks, at most the longest
+    solution."""
     full = self.prompt_width + self.sampling.max_new_tokens
     return min(full, -(-needed // self.block) * self.block)
 
   def start(self, prompts, width):
     tokens, lengths = sampler.pad_prompts(prompts, self.pad_id, width=self.prompt_width)
-    capacity = self._capacity(self.prompt_width + self.max_step_tokens)
+    capacity = self.capacity(self.prompt_width + self.max_step_tokens)
     pol, ver = self.policy, self.verifier
     state = sampler.prefill(pol.graphdef, pol.params, tokens, lengths, capacity, pol.sharding)
     scored = verifier.score_prompts(ver.graphdef, ver.params, tokens, lengths, capacity,
@@ -147,19 +173,58 @@ class Decoder:
     policy_state, reader = state
     cache = policy_state.cache  # the verifier's rows hold the same tokens
     longest = int(np.max(np.where(live, np.asarray(cache.lengths), 0)))
-    capacity = self._capacity(longest + self.max_step_tokens)
+    capacity = self.capacity(longest + self.max_step_tokens)
     pol, ver = self.policy, self.verifier
     if capacity > cache.max_len:
       policy_state = sampler.grow(policy_state, capacity, pol.sharding)
       reader = sampler.grow(reader, capacity, ver.sharding)
+    rows = np.flatnonzero(live)
+    size = self._batch_size(len(rows), len(live))
+    if size == len(live):
+      return self._decode((policy_state, reader), keys, jnp.asarray(live), greedy)
+    index = np.full(size, len(live), np.int32)  # past the last row: padding
+    index[:len(rows)] = rows
+    taken = np.minimum(index, len(live) - 1)  # the padding decodes nothing
+    part = (sampler.reorder(policy_state, taken, pol.sharding),
+            sampler.reorder(reader, taken, ver.sharding))
+    part, step = self._decode(part, keys[taken], jnp.asarray(index < len(live)), greedy)
+    state = (sampler.put_rows(policy_state, part[0], index, pol.sharding),
+             sampler.put_rows(reader, part[1], index, ver.sharding))
+    whole = Advanced(*(np.zeros((len(live),) + x.shape[1:], x.dtype) for x in step))
+    for full, piece in zip(whole, step):
+      full[rows] = piece[:len(rows)]
+    return state, whole
+
+  def _batch_size(self, live: int, rows: int) -> int:
+    """Rows to decode `live` live rows of `rows` in: all of them when most are live, else
+    the next power of two or 1.5 times one (a multiple of the row shards)."""
+    if 4 * live > 3 * rows:
+      return rows
+    shards = self.policy.sharding.row_shards if self.policy.sharding else 1
+    power = 1 << max(live - 1, 1).bit_length()
+    size = 3 * power // 4 if 3 * power // 4 >= live else power
+    return min(rows, -(-size // shards) * shards)
+
+  def _decode(self, state, keys, live, greedy):
+    """One decode call over the rows of `state`, the new tokens read by the verifier."""
+    policy_state, reader = state
+    pol, ver = self.policy, self.verifier
     sampling = dataclasses.replace(self.sampling, temperature=0.0) if greedy else self.sampling
     policy_state, step = sampler.decode(
-        pol.graphdef, pol.params, policy_state, keys, jnp.asarray(live), sampling,
-        tuple(self.step_end_ids) + (self.eos_id,), self.max_step_tokens, pol.sharding)
-    scored = verifier.score_tokens(ver.graphdef, ver.params, reader, step.tokens, step.lengths,
-                                   ver.sharding, self.likelihood)
-    host = jax.device_get((step.tokens, step.lengths, step.stopped, step.capped,
+        pol.graphdef, pol.params, policy_state, keys, live, sampling,
+        tuple(self.step_end_ids) + (self.eos_id,), self.max_step_tokens, pol.sharding,
+        self.exit_below)
+    lengths = np.asarray(step.lengths)
+    steps = int(lengths.max(initial=0))  # the loop's token steps
+    # The verifier reads the tokens the call made (a power of two of them: few shapes), not
+    # max_step_tokens whatever the call made: most calls return early.
+    width = min(self.max_step_tokens, 1 << max(steps - 1, 1).bit_length())
+    scored = verifier.score_tokens(ver.graphdef, ver.params, reader, step.tokens[:, :width],
+                                   step.lengths, ver.sharding, self.likelihood)
+    host = jax.device_get((step.tokens[:, :width], step.lengths, step.stopped, step.capped,
                            scored.probs))
+    self.work.live_tokens += int(lengths.sum())
+    self.work.row_tokens += len(lengths) * steps  # a row each loop step
     return (policy_state, scored.state), Advanced(*host)
 
   def reorder(self, state, rows):
@@ -210,13 +275,15 @@ def whole_steps(engine: Engine, state, keys, live: np.ndarray, greedy: bool,
 
 
 def search(engine: Engine, prompts: list[list[int]], question_keys, shape: TreeShape,
-           aggregation: str = "last") -> list[QuestionResult]:
+           aggregation: str = "last", real: int | None = None) -> list[QuestionResult]:
   """Runs the tree search for a batch of questions; see the module docstring.
-  aggregation: how step scores rank rows and candidates (verifier.STEP_AGGREGATIONS)."""
+  aggregation: how step scores rank rows and candidates (verifier.STEP_AGGREGATIONS).
+  real: only the first `real` questions are searched; the others only fill the batch's
+  shape (their rows are never live, and their results empty)."""
   num_q, width = len(prompts), shape.width
   state, prompt_scores = engine.start(prompts, width)
   rows = [Candidate([], []) for _ in range(num_q * width)]
-  live = np.ones(num_q * width, bool)
+  live = np.arange(num_q * width) < (num_q if real is None else real) * width
   pools: list[list[Candidate]] = [[] for _ in range(num_q * shape.groups)]  # per subtree
   counts = [Counts(prompt_tokens=len(p), verifier_tokens=len(p)) for p in prompts]
   round_index = 0

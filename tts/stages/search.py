@@ -209,6 +209,7 @@ def run(ctx) -> dict:
   jobs = list(method_configs(cfg).items())
   method_budgets = {name: sorted(m.budgets or s.budgets) for name, m in jobs}
   records = {}  # method -> budget -> records
+  work = tree.Work()  # every decode call of this run, all processes
   progress = tqdm(total=sum(map(len, method_budgets.values())), desc="search",
                   disable=not ctx.is_main)
   for name, method in jobs:
@@ -227,17 +228,22 @@ def run(ctx) -> dict:
     done = {n: read_jsonl(paths[n]) for n in fitting if exists(paths[n])}
     progress.update(len(done))
     missing = [n for n in fitting if n not in done]
+    live_fractions = {}  # budget -> the live row-token fraction of the run that decoded it
     # best-of-N: one run at the largest missing budget serves every smaller one.
     for n in (missing[-1:] if method.kind == "best_of_n" else missing):
       progress.set_postfix_str(f"{name} n={n}")
-      found = methods.run(decoder, methods.tree_shape(method, n),
-                          [prompts[i] for i in mine], keys[mine.start:mine.stop],
-                          s.rows_per_batch, verifier[2])
+      tally = tree.Work()
+      found = methods.run(dataclasses.replace(decoder, work=tally),
+                          methods.tree_shape(method, n), [prompts[i] for i in mine],
+                          keys[mine.start:mine.stop], s.rows_per_batch, verifier[2])
+      tally = tree.Work(*hosts.summed([tally.live_tokens, tally.row_tokens]))
+      work.add(tally)
       for q, r in zip(questions[mine.start:mine.stop], found):
         check_finite_readings([r.prompt_score] + [x for c in r.candidates for x in c.step_scores],
                               lambda at: f"a step of question {q['id']!r} ({name}, n={n})",
                               f"search.verifiers.{method.verifier}")
       for m in ([k for k in missing if k <= n] if method.kind == "best_of_n" else [n]):
+        live_fractions[m] = tally.live_fraction
         per_question = ([methods.first_samples(r, m) for r in found]
                         if method.kind == "best_of_n" else found)
         done[m] = hosts.gather_records(paths[m], [
@@ -245,12 +251,15 @@ def run(ctx) -> dict:
             for q, r in zip(questions[mine.start:mine.stop], per_question)])
         progress.update(1)
     manifest[name] = {str(n): {"file": os.path.relpath(paths[n], directory),
-                               **results.summarize(done[n])} for n in fitting}
+                               **results.summarize(done[n]),
+                               "live_row_fraction": live_fractions.get(n)} for n in fitting}
     records[name] = done
   progress.close()
   out = {"methods": manifest, "skipped": skipped, "questions": len(questions),
          "verifiers": s.verifiers.to_dict(),
-         "decode": {"mesh": dict(sharding.mesh.shape), "processes": jax.process_count()}}
+         "decode": {"mesh": dict(sharding.mesh.shape), "processes": jax.process_count()},
+         "decode_work": {"live_row_tokens": work.live_tokens, "row_tokens": work.row_tokens,
+                         "live_row_fraction": work.live_fraction}}
   comparison = _verifier_comparison(method_configs(cfg), records, cfg, task)
   if ctx.is_main:
     write_json_atomic(os.path.join(directory, "manifest.json"), out)
