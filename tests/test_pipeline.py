@@ -6,7 +6,9 @@ import re
 import subprocess
 import sys
 
+import jax
 import ml_collections
+import numpy as np
 import pytest
 
 from tts import cli, pipeline
@@ -52,6 +54,23 @@ def test_grading_timeouts_are_reported_in_done_json(tmp_path):
   done = json.load(open(tmp_path / "grade" / "done.json"))
   assert done["summary"] == {"correct": False} and done["grading_timeouts"] == 1
   assert "[grade] 1 answer comparisons timed out, graded as wrong" in logged
+
+
+def test_compiled_programs_are_counted_per_stage(tmp_path):
+  """done.json and the log say how many programs a stage compiled: on CPU compile time is a
+  large share of a short stage."""
+  def compiles(ctx):
+    os.makedirs(ctx.stage_dir("compiles"), exist_ok=True)
+    for width in (3, 5):  # two shapes: two programs
+      jax.jit(lambda x: x * 2.0 + 1.0)(np.ones(width, np.float32)).block_until_ready()
+    return {}
+  logged = []
+  pipeline.run_stages([pipeline.Stage("compiles", compiles, config_keys=("a",))],
+                      pipeline.Context(_config(), str(tmp_path)), log=logged.append)
+  done = json.load(open(tmp_path / "compiles" / "done.json"))
+  assert done["compiled"]["programs"] == 2 and done["compiled"]["seconds"] >= 0
+  assert re.fullmatch(r"\[compiles\] done in \d+ s \(2 programs compiled in \d+ s\)",
+                      logged[-1])
 
 
 def test_changed_config_is_refused_and_names_the_field(tmp_path):

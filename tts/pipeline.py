@@ -127,6 +127,27 @@ def sync(name: str):
     multihost_utils.sync_global_devices(name)
 
 
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+class CompileCount:
+  """The programs XLA compiles while the context is open, and their seconds: on CPU
+  compiling is a large share of a short stage, and the count says how many shapes it made."""
+
+  def __enter__(self):
+    self.programs, self.seconds = 0, 0.0
+    jax.monitoring.register_event_duration_secs_listener(self._record)
+    return self
+
+  def _record(self, event: str, seconds: float, **_):
+    if event == _COMPILE_EVENT:
+      self.programs += 1
+      self.seconds += seconds
+
+  def __exit__(self, *_):
+    jax.monitoring.unregister_event_duration_listener(self._record)
+
+
 def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force: bool = False,
                log=logging.getLogger("tts").info) -> dict[str, dict]:
   """Runs the stages in order (or just `only`), skipping the ones already done.
@@ -174,7 +195,8 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
     sync(f"tts: {stage.name} started")
     log(f"[{stage.name}] running")
     start, timeouts = time.time(), math_grader.timeouts()
-    summary = stage.run(ctx)
+    with CompileCount() as compiled:
+      summary = stage.run(ctx)
     # Stages share no compiled programs; each holds memory maps until freed, and a process
     # may hold only vm.max_map_count of them (a long `tts run` would otherwise die in XLA).
     jax.clear_caches()
@@ -184,8 +206,11 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
     if ctx.is_main:
       write_json_atomic(os.path.join(directory, "done.json"),
                         {"fingerprint": fp, "inputs": inputs, "summary": summary,
-                         "seconds": round(elapsed, 1), "grading_timeouts": timeouts})
+                         "seconds": round(elapsed, 1), "grading_timeouts": timeouts,
+                         "compiled": {"programs": compiled.programs,
+                                      "seconds": round(compiled.seconds, 1)}})
     sync(f"tts: {stage.name} done")
-    log(f"[{stage.name}] done in {elapsed:.0f} s")
+    log(f"[{stage.name}] done in {elapsed:.0f} s ({compiled.programs} programs compiled in "
+        f"{compiled.seconds:.0f} s)")
     summaries[stage.name] = summary
   return summaries
