@@ -134,6 +134,11 @@ def _put(state, part, rows):
   return jax.tree.map(lambda x, y: x.at[rows].set(y, mode="drop"), state, part)
 
 
+def power_of_two_at_least(k: int) -> int:
+  """The smallest power of two >= k (k >= 1): sizes padded to it compile few shapes."""
+  return 1 << (k - 1).bit_length()
+
+
 def reorder(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None = None):
   """Row i of the result is row rows[i]: fan a prompt out to its candidates, or keep the
   beams a search selected. Takes a DecodeState, a bare KVCache (a value-head verifier's) or
@@ -150,7 +155,7 @@ def reorder(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None 
   moved = np.flatnonzero(rows != np.arange(n))
   if not len(moved):
     return state
-  width = min(n, 1 << (len(moved) - 1).bit_length())
+  width = min(n, power_of_two_at_least(len(moved)))
   dst, src = np.full(width, n, np.int32), np.zeros(width, np.int32)
   dst[:len(moved)], src[:len(moved)] = moved, rows[moved]
   return _move_rows(state, dst, src, sharding)

@@ -133,9 +133,10 @@ class Decoder:
 
   Only live rows are decoded. When they are at most 3/4 of the rows (finished subtrees,
   padding questions, steps that go on), they are taken into a batch of about their number
-  (a power of two or 1.5 times one: few sizes to compile) and written back after. A decode call returns once fewer than `exit_below` of its rows
-  still run; the rows whose step goes on continue in the next, smaller batch. `work`
-  tallies how many of the decoded row-tokens were live.
+  (a power of two or 1.5 times one: few sizes to compile) and written back after. A
+  decode call returns once fewer than `exit_below` of its rows still run; the rows whose
+  step goes on continue in the next, smaller batch. `work` tallies how many of the
+  decoded row-tokens were live.
   """
   policy: LoadedModel
   verifier: LoadedModel
@@ -201,7 +202,7 @@ class Decoder:
     if 4 * live > 3 * rows:
       return rows
     shards = self.policy.sharding.row_shards if self.policy.sharding else 1
-    power = 1 << max(live - 1, 1).bit_length()
+    power = sampler.power_of_two_at_least(max(live, 2))
     size = 3 * power // 4 if 3 * power // 4 >= live else power
     return min(rows, -(-size // shards) * shards)
 
@@ -218,7 +219,7 @@ class Decoder:
     steps = int(lengths.max(initial=0))  # the loop's token steps
     # The verifier reads the tokens the call made (a power of two of them: few shapes), not
     # max_step_tokens whatever the call made: most calls return early.
-    width = min(self.max_step_tokens, 1 << max(steps - 1, 1).bit_length())
+    width = min(self.max_step_tokens, sampler.power_of_two_at_least(max(steps, 2)))
     scored = verifier.score_tokens(ver.graphdef, ver.params, reader, step.tokens[:, :width],
                                    step.lengths, ver.sharding, self.likelihood)
     host = jax.device_get((step.tokens[:, :width], step.lengths, step.stopped, step.capped,
