@@ -3,6 +3,7 @@ them: greedy accuracy of both on test questions, and the small policy's per-ques
 spread (the room test-time compute has to work with).
 """
 import functools
+import logging
 import os
 
 import jax
@@ -20,9 +21,10 @@ from tts.train import packing
 from tts.train.checkpoints import load_model, save_params
 from tts.train.config import TrainConfig
 from tts.train.objectives import NextTokenLoss
-from tts.train.trainer import Trainer
+from tts.train.trainer import Trainer, reached_target
 
 MODEL_NAMES = ("small", "large")
+log = logging.getLogger("tts.policy")
 
 
 def load_policy(workdir: str, name: str = "small", sharding=None):
@@ -102,14 +104,23 @@ def import_policy(section, field: str, task, mesh, rules) -> LoadedModel:
   return model
 
 
-def _train(cfg, name: str, task, mesh, directory: str, arrays) -> tuple[LoadedModel, float]:
-  """Trains `models.<name>` with `policy.<name>`; returns it and its last validation loss."""
+def _train(cfg, name: str, task, mesh, directory: str, arrays) -> tuple[LoadedModel, dict]:
+  """Trains `models.<name>` with `policy.<name>`; returns it and where training ended: its
+  step, validation loss, and whether it reached `stop_at_val_loss` (None: no target)."""
   model_cfg = model_config(cfg, name, task.vocab.vocab_size)
   train_cfg = config_schema.build(TrainConfig, cfg.policy[name], f"policy.{name}")
   trainer = Trainer(model_cfg, train_cfg, NextTokenLoss(), mesh, cfg.logical_axis_rules)
   train, val = arrays()
   params, history = trainer.fit(train, directory, val_data=val, desc=f"policy/{name}")
-  return LoadedModel.create(model_cfg, params), history[-1]["val_loss"]
+  target = train_cfg.stop_at_val_loss
+  reached = reached_target(history, target) if target else None
+  if reached is False:
+    log.warning("policy/%s: val loss %.4g after %d steps never reached stop_at_val_loss %g; "
+                "the model is less trained than the config declares (raise policy.%s.steps)",
+                name, history[-1]["val_loss"], train_cfg.steps, target, name)
+  return LoadedModel.create(model_cfg, params), {
+      "val_loss": history[-1]["val_loss"], "trained_steps": history[-1]["step"],
+      "reached_stop_at_val_loss": reached}
 
 
 def run(ctx) -> dict:
@@ -131,15 +142,15 @@ def run(ctx) -> dict:
     if hf_path:
       model = import_policy(cfg.policy[name], f"policy.{name}", task, mesh,
                             cfg.logical_axis_rules)
-      val_loss = None
+      trained = {"val_loss": None}
     else:
-      model, val_loss = _train(cfg, name, task, mesh, directory, arrays)
+      model, trained = _train(cfg, name, task, mesh, directory, arrays)
     save_params(os.path.join(directory, "final"), model.params, model.cfg)
     if hf_path and ctx.is_main:
       from tts.interop.hf_import import keep_checkpoint_files
       keep_checkpoint_files(hf_path, os.path.join(directory, "final"))
     pipeline.sync(f"tts: policy/{name} saved")  # every process loads what process 0 wrote
-    result = {"params": model.cfg.num_params, "val_loss": val_loss,
+    result = {"params": model.cfg.num_params, **trained,
               **evaluate(ctx, task, name, test, sharding)}
     if ctx.is_main:
       write_json_atomic(os.path.join(directory, "eval.json"), result)

@@ -201,7 +201,8 @@ class Trainer:
 
   def fit(self, train_data: dict[str, np.ndarray], workdir: str, val_data=None,
           init_params=None, desc: str = "train"):
-    """Trains to cfg.steps, resuming from the latest checkpoint in workdir/checkpoints.
+    """Trains to cfg.steps, or to the first evaluation at or below cfg.stop_at_val_loss,
+    resuming from the latest checkpoint in workdir/checkpoints.
 
     Returns (params, history): history is the list of eval records.
     """
@@ -226,10 +227,14 @@ class Trainer:
     summaries = ScalarSummaries(workdir) if is_main else None
     tick, tick_step, last_good = time.perf_counter(), start, latest
     notice, preempted = PreemptionNotice(ckpts.reached_preemption), False
+    if cfg.stop_at_val_loss and val_data is None:
+      raise ValueError(f"{section}.stop_at_val_loss needs validation data to stop on")
     with notice:
       for step in range(start, cfg.steps):
         if cfg.patience and _evals_since_best(history) >= cfg.patience:
           break  # the weights after the next steps would not be used
+        if reached_target(history, cfg.stop_at_val_loss):
+          break  # resumed after the stop: its checkpoint holds the weights
         rows = batches.global_batch_indices(num_examples, cfg.batch_size, step, cfg.seed)
         state, metrics = self._train_step(
             state, batches.make_global_batch(fields, rows, self.batch_sharding))
@@ -256,16 +261,20 @@ class Trainer:
               history.append(record)
               if best is not None and _evals_since_best(history) <= cfg.evals_after_best:
                 best.save(done, state["params"], self.model_cfg)
+              if reached_target(history, cfg.stop_at_val_loss):
+                log.info("%s: val loss %.4g <= stop_at_val_loss %g at step %d; stopping",
+                         desc, val["loss"], cfg.stop_at_val_loss, done)
           _append_metrics(metrics_path, record)
           if summaries is not None:
             summaries.scalars(done, {k: v for k, v in record.items() if k != "step"})
           bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps or preempted:
+        stopped = reached_target(history, cfg.stop_at_val_loss)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or preempted or stopped:
           ckpts.save(done, state, {"step": done, "data_position": done * cfg.batch_size,
                                    "seed": cfg.seed})
           last_good = done
         bar.update(1)
-        if preempted:
+        if preempted or stopped:
           break
     bar.close()
     if summaries is not None:
@@ -311,6 +320,11 @@ class BestWeights:
     pointer = self._pointer()
     return checkpoints.load_params(
         os.path.join(self.directory, f"best-{pointer['step']}"), abstract_params)
+
+
+def reached_target(history: list[dict], stop_at_val_loss: float) -> bool:
+  """Whether an evaluation so far reached the val-loss target (0: no target)."""
+  return bool(stop_at_val_loss) and any(h["val_loss"] <= stop_at_val_loss for h in history)
 
 
 def _evals_since_best(history: list[dict]) -> int:
