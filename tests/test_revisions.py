@@ -63,7 +63,8 @@ def test_prompt_window_keeps_exactly_the_last_four_answers_oldest_first():
   prompt = VOCAB.decode(revision_prompt(VOCAB, question, earlier))
   blocks = [f"<attempt>\n1 + 2 = {i}\nA: {i}\n" for i in range(2, 6)]
   assert prompt == "".join(blocks) + "<revise>\nQ: 1 + 2\n"
-  assert revision_prompt(VOCAB, question, []) == VOCAB.encode("<revise>\n") + question
+  assert revision_prompt(VOCAB, question, []) == question  # a first answer: as the policy's
+  assert revision_prompt(VOCAB, question, earlier, window=0) == question
   assert VOCAB.eos_id not in revision_prompt(VOCAB, question, earlier)
 
 
