@@ -96,10 +96,8 @@ def revision_sections(c: ml_collections.ConfigDict, verifier: dict):
   52k-parameter model (300 steps: val loss 0.46 at lr 3e-3, 0.54 at 1e-3). The checkpoint
   is the evaluation after the lowest val loss. This budget fits the demo's 20 minutes but
   is too small for the model to learn to revise; README gives overrides that do."""
-  # replay: the policy's own training examples, as first answers, beside the trajectories.
   c.revision_data = dict(num_questions=512, samples=16, temperature=1.0, max_new_tokens=136,
-                         max_in_context=4, heldout_fraction=0.1, rows_per_batch=512, seed=0,
-                         replay=0)
+                         max_in_context=4, heldout_fraction=0.1, rows_per_batch=512, seed=0)
   c.revision = all_fields(TrainConfig, steps=300, batch_size=16, lr=3e-3, warmup_steps=20,
                           eval_every=25, eval_batches=8, checkpoint_every=50, log_every=25,
                           keep_best=True, evals_after_best=1, patience=3,

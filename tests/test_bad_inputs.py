@@ -286,15 +286,6 @@ def test_empty_split_is_named(finished, capsys):
   assert "data/test.jsonl holds no examples; the test split is empty" in err
 
 
-def test_replay_beyond_the_train_split_is_named(finished, capsys):
-  """Checked before any sampling: 40 train questions, 32 of them for trajectories."""
-  lines = [json.dumps({"id": f"t{i}", "prompt_ids": [1], "target_ids": [2]}) for i in range(40)]
-  (finished / "data" / "train.jsonl").write_text("\n".join(lines) + "\n")
-  err = tts(capsys, *run_args(finished, "--only", "revision_data", "--force",
-                              "--config.revision_data.replay=9"))
-  assert "revision_data.replay=9: must be an integer from 0 to 8" in err
-
-
 def test_empty_data_file_is_named(tmp_path):
   path = tmp_path / "empty.jsonl"
   path.write_text("\n")

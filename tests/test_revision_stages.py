@@ -41,14 +41,6 @@ def test_trajectories_are_revision_prompts_with_incorrect_answers_then_a_right_o
       assert r["prompt_ids"] == example["prompt_ids"]  # a first answer: the policy's prompt
     assert r["target_ids"][-1] == vocab.eos_id
     assert task.is_correct(vocab.decode(r["target_ids"]), example)
-  # Replay: the last train questions' reference solutions as first answers, none of them a
-  # question the trajectories came from.
-  replay = read_jsonl(os.path.join(tiny_run, "revision_data", "replay.jsonl"))
-  last = read_jsonl(os.path.join(tiny_run, "data", "train.jsonl"))[-cfg.revision_data.replay:]
-  assert manifest["replay"] == len(replay) == cfg.revision_data.replay > 0
-  assert [(r["prompt_ids"], r["target_ids"], r["k"]) for r in replay] == [
-      (e["prompt_ids"], e["target_ids"], 0) for e in last]
-  assert not {r["id"] for r in replay} & {r["id"] for r in records}
   summary = _json(tiny_run, "revision", "done.json")["summary"]
   steps = sorted(int(s) for s in summary["val_losses"])
   best = steps.index(summary["best_step"])

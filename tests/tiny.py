@@ -28,7 +28,6 @@ TINY = [
     "--config.search.rows_per_batch=8",
     "--config.revision_data.num_questions=32", "--config.revision_data.samples=8",
     "--config.revision_data.max_new_tokens=24", "--config.revision_data.rows_per_batch=64",
-    "--config.revision_data.replay=16",
     "--config.revision.steps=6", "--config.revision.batch_size=4",
     "--config.revision.eval_every=2", "--config.revision.checkpoint_every=2",
     "--config.revision.warmup_steps=2", "--config.revision.eval_batches=2",

@@ -3,8 +3,7 @@
 `revision_data`: samples `samples` answers per train question from the small policy at a
 higher temperature, drops those without a parsable answer, and builds one trajectory per
 right answer: up to 4 wrong answers of the same question in context (the closest to the
-target by edit distance last), the right one as the target (tts/data/revisions.py); beside
-them, `replay` of the policy's own training examples as first answers.
+target by edit distance last), the right one as the target (tts/data/revisions.py).
 `revision`: supervised fine-tuning of the policy on the targets only (the prompt, i.e. the
 question and the earlier answers, is masked), through the one trainer; the checkpoint is
 chosen `evals_after_best` evaluations after the lowest validation loss.
@@ -78,9 +77,7 @@ def run_data(ctx) -> dict:
   sharding = decode_sharding(cfg.decode_mesh, cfg.logical_axis_rules)  # a bad mesh: say first
   task = make_task(cfg.task)
   vocab = task.vocab
-  train_split = read_split(ctx.workdir, "train")
-  replay = replay_records(train_split, c)  # a bad count: say before sampling
-  examples = train_split[:c.num_questions]
+  examples = read_split(ctx.workdir, "train")[:c.num_questions]
   solutions, sampled, tokens = _sample_answers(ctx, task, examples, sharding)
   by_question = collections.defaultdict(list)
   for s in solutions:
@@ -112,8 +109,6 @@ def run_data(ctx) -> dict:
              "context_sizes": dict(sorted(collections.Counter(
                  str(r["k"]) for r in records).items())),
              "longest": max(len(r["prompt_ids"]) + len(r["target_ids"]) for r in records)}
-  splits["replay"] = replay
-  summary["replay"] = len(replay)
   if ctx.is_main:
     for name, rows in splits.items():
       write_jsonl_atomic(os.path.join(directory, f"{name}.jsonl"), rows)
@@ -121,29 +116,11 @@ def run_data(ctx) -> dict:
   return summary
 
 
-def replay_records(train_split: list[dict], c) -> list[dict]:
-  """`revision_data.replay` of the policy's own training examples (reference solutions,
-  prompted as a chain's first answer), for the revision model to train on beside the
-  trajectories: fine-tuning on trajectories alone, which hold mostly easy questions (they
-  have the most right answers), cost the reproduce config's revision model a third of its
-  first answers' accuracy (README). The last questions of the train split: never among
-  the `num_questions` the trajectories come from."""
-  n = c.replay
-  spare = len(train_split) - c.num_questions
-  if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= spare:
-    raise ValueError(f"revision_data.replay={n!r}: must be an integer from 0 to {spare} (the "
-                     "train questions after revision_data.num_questions); set it in range")
-  return [{"id": e["id"], "question": None, "k": 0, "prompt_ids": e["prompt_ids"],
-           "target_ids": e["target_ids"]} for e in train_split[len(train_split) - n:]]
-
-
 def run_train(ctx) -> dict:
   cfg = ctx.config
   task = make_task(cfg.task)
   directory = ctx.stage_dir("revision_data")
-  train, val, replay = (read_jsonl(os.path.join(directory, f"{s}.jsonl"))
-                        for s in ("train", "val", "replay"))
-  train += replay
+  train, val = (read_jsonl(os.path.join(directory, f"{s}.jsonl")) for s in ("train", "val"))
   longest = max(len(r["prompt_ids"]) + len(r["target_ids"]) for r in train + val)
   width = -(-longest // 64) * 64  # packed rows: the longest trajectory fits one
   pad = task.vocab.pad_id
