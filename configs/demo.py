@@ -32,8 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.task = dict(kind="chain", modulus=13, min_ops=1, max_ops=16,
                 num_train=20_000, num_val=256, num_test=500, seed=0)
   # Training rows of max_len tokens; pack=True puts several examples in a row (no padding
-  # waste), so batch_size counts rows, not examples.
-  c.data = dict(source="seqio", max_len=136, pack=True)
+  # waste), so batch_size counts rows, not examples. attend_across_examples: each example in
+  # a packed row sees those before it, as in pretraining on concatenated documents (the
+  # policy then solves a question with anything before it, tts/train/packing.py).
+  c.data = dict(source="seqio", max_len=136, pack=True, attend_across_examples=False)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   # Test-time stages decode on each host's own devices with this mesh (hosts split the
   # questions): rows over data x fsdp, KV heads over tensor. Not part of any stage's

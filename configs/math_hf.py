@@ -102,7 +102,8 @@ def get_config() -> ml_collections.ConfigDict:
   small_path = ml_collections.FieldReference("", field_type=str)  # given on the command line
   # One JSONL file split by test_fraction, or train_path + test_path.
   c.task = dict(kind="math_jsonl", **all_fields(MathJsonlConfig, tokenizer=small_path))
-  c.data = dict(source="seqio", max_len=1024, pack=False)  # max_len: training rows only
+  # max_len: training rows only
+  c.data = dict(source="seqio", max_len=1024, pack=False, attend_across_examples=False)
   c.models = {}  # architectures come from the checkpoints' config.json
   # Decoding precision of the imported models (ModelConfig.param_dtype and dtype; the KV
   # cache follows dtype unless cache_dtype is set): bfloat16 weights, compute and cache,

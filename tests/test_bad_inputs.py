@@ -250,6 +250,14 @@ def test_out_of_range_config_is_named_before_any_stage(tmp_path, capsys, overrid
   assert not workdir.exists()
 
 
+def test_attending_across_examples_needs_packed_rows(tmp_path, capsys):
+  workdir = tmp_path / "new"
+  err = tts(capsys, *run_args(workdir, "--config.data.pack=False",
+                              "--config.data.attend_across_examples=True"), code=1)
+  assert "data.attend_across_examples=True needs packed rows" in err
+  assert not workdir.exists()
+
+
 # 9. Other inputs that gave tracebacks or misleading hints.
 
 def test_config_path_that_is_a_directory(tmp_path, capsys):

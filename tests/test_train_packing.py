@@ -45,3 +45,28 @@ def test_packed_logits_equal_unpacked():
       where = np.flatnonzero(out["segment_ids"][r] == s)
       alone = model(jnp.asarray(out["tokens"][r, where])[None]).logits[0]
       np.testing.assert_allclose(packed[r, where], alone, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_rows_attending_across_examples_are_one_stream():
+  """attend_across: a row trains as the concatenation of its examples read as one sequence
+  (each example sees those before it, positions run on), with the same placement and loss
+  mask as isolated packing."""
+  cfg = ModelConfig(vocab_size=32, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+                    d_ff=64)
+  model = Transformer(cfg, nnx.Rngs(0))
+  seqs = _sequences([6, 9, 4, 11])
+  isolated, out = pack(seqs, 16, pad_id=0), pack(seqs, 16, pad_id=0, attend_across=True)
+  for key in ("tokens", "loss_mask"):
+    np.testing.assert_array_equal(out[key], isolated[key])
+  np.testing.assert_array_equal(out["segment_ids"], isolated["segment_ids"] > 0)
+  packed = model(jnp.asarray(out["tokens"]), positions=jnp.asarray(out["positions"]),
+                 segment_ids=jnp.asarray(out["segment_ids"])).logits
+  for r in range(out["tokens"].shape[0]):
+    used = int((out["segment_ids"][r] > 0).sum())
+    np.testing.assert_array_equal(out["positions"][r, :used], np.arange(used))
+    stream = model(jnp.asarray(out["tokens"][r, :used])[None]).logits[0]
+    np.testing.assert_allclose(packed[r, :used], stream, atol=2e-5, rtol=1e-5)
+    assert out["segment_ids"][r].max() == 1
+  assert any(isolated["segment_ids"][r].max() > 1 for r in range(len(out["tokens"]))), \
+      "no row holds two examples: the test would not see attention across them"

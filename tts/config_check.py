@@ -54,6 +54,10 @@ def check_config(config):
     raise ValueError(f"difficulty.verifier={reader!r} is a likelihood verifier: it has no "
                      "reading after a prompt for prompt bins; name a value-head verifier "
                      f"under search.verifiers ({', '.join(value_heads) or 'a PRM'})")
+  data = config.get("data", {})
+  if data.get("attend_across_examples") and not data.get("pack"):
+    raise ValueError("data.attend_across_examples=True needs packed rows (examples share a "
+                     "row only when packed): set data.pack=True or attend_across_examples=False")
   searched = config.get("search", {}).get("num_questions")
   tests = config.get("task", {}).get("num_test")
   if isinstance(searched, int) and isinstance(tests, int) and searched > tests:

@@ -32,16 +32,18 @@ def load_policy(workdir: str, name: str = "small", sharding=None):
   return load_model(os.path.join(workdir, "policy", name, "final"), sharding)
 
 
-def lm_arrays(records: list[dict], max_len: int, pad_id: int, packed: bool) -> dict[str, np.ndarray]:
+def lm_arrays(records: list[dict], max_len: int, pad_id: int, packed: bool,
+              attend_across: bool = False) -> dict[str, np.ndarray]:
   """Training rows of prompt then target tokens, the loss on the target only.
 
-  Packed: several examples per row (with segment_ids and positions); else one per row,
-  right-padded. An example longer than max_len is an error: dropping it would bias training.
+  Packed: several examples per row (with segment_ids and positions; attend_across: each
+  sees those before it, tts/train/packing.py); else one per row, right-padded. An example
+  longer than max_len is an error: dropping it would bias training.
   """
   sequences = [(r["prompt_ids"] + r["target_ids"],
                 [0.0] * len(r["prompt_ids"]) + [1.0] * len(r["target_ids"])) for r in records]
   if packed:
-    return packing.pack(sequences, max_len, pad_id)
+    return packing.pack(sequences, max_len, pad_id, attend_across)
   tokens = np.full((len(records), max_len), pad_id, np.int32)
   mask = np.zeros((len(records), max_len), np.float32)
   for i, (seq, weights) in enumerate(sequences):
@@ -132,7 +134,8 @@ def run(ctx) -> dict:
   mesh = make_mesh(cfg.mesh)
   pad = task.vocab.pad_id
   arrays = functools.cache(lambda: tuple(
-      lm_arrays(read_split(ctx.workdir, split), cfg.data.max_len, pad, cfg.data.pack)
+      lm_arrays(read_split(ctx.workdir, split), cfg.data.max_len, pad, cfg.data.pack,
+                cfg.data.attend_across_examples)
       for split in ("train", "val")))
   test = read_split(ctx.workdir, "test")[:cfg.policy_eval.num_questions]
   summary = {}

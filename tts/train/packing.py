@@ -4,14 +4,21 @@ Examples are placed best-fit in decreasing length order (deterministic): each go
 the open row with the least room that still holds it. Each row carries
 segment_ids (1, 2, ... per example, 0 for padding) and positions restarting at 0, which the
 model turns into a block-diagonal causal mask and per-example rotary positions.
+
+With `attend_across=True` a row is one stream, as in language-model pretraining on
+concatenated documents: each example sees the examples before it in the row, and positions
+run on across the row. A model trained only on isolated rows infers where it is from the
+start of the sequence and fails when anything precedes a question (the reproduce config's
+small policy: pass@1 0.59 with its own prompt, 0.02 with one solved example before it),
+which the revision model's prompts, earlier answers before the question, need.
 """
 import numpy as np
 
 
 def pack(sequences: list[tuple[list[int], list[float]]], max_len: int,
-         pad_id: int) -> dict[str, np.ndarray]:
+         pad_id: int, attend_across: bool = False) -> dict[str, np.ndarray]:
   """sequences: (token ids, loss weights) pairs. Returns tokens, loss_mask, segment_ids,
-  positions, each [rows, max_len]."""
+  positions, each [rows, max_len]. attend_across: one segment per row (module docstring)."""
   order = sorted(range(len(sequences)), key=lambda i: (-len(sequences[i][0]), i))
   rows: list[list[int]] = []
   by_room: list[list[int]] = [[] for _ in range(max_len + 1)]  # room -> rows with that room
@@ -39,7 +46,8 @@ def pack(sequences: list[tuple[list[int], list[float]]], max_len: int,
       end = start + len(tokens)
       out["tokens"][r, start:end] = tokens
       out["loss_mask"][r, start:end] = weights
-      out["segment_ids"][r, start:end] = segment
-      out["positions"][r, start:end] = np.arange(len(tokens))
+      first = start if attend_across else 0  # the position of the example's first token
+      out["segment_ids"][r, start:end] = 1 if attend_across else segment
+      out["positions"][r, start:end] = np.arange(first, first + len(tokens))
       start = end
   return out

@@ -229,12 +229,13 @@ class Trainer:
     notice, preempted = PreemptionNotice(ckpts.reached_preemption), False
     if cfg.stop_at_val_loss and val_data is None:
       raise ValueError(f"{section}.stop_at_val_loss needs validation data to stop on")
+    stopped = reached_target(history, cfg.stop_at_val_loss)  # resumed after the stop
     with notice:
       for step in range(start, cfg.steps):
         if cfg.patience and _evals_since_best(history) >= cfg.patience:
           break  # the weights after the next steps would not be used
-        if reached_target(history, cfg.stop_at_val_loss):
-          break  # resumed after the stop: its checkpoint holds the weights
+        if stopped:
+          break  # the stop's checkpoint holds the weights
         rows = batches.global_batch_indices(num_examples, cfg.batch_size, step, cfg.seed)
         state, metrics = self._train_step(
             state, batches.make_global_batch(fields, rows, self.batch_sharding))
@@ -261,14 +262,14 @@ class Trainer:
               history.append(record)
               if best is not None and _evals_since_best(history) <= cfg.evals_after_best:
                 best.save(done, state["params"], self.model_cfg)
-              if reached_target(history, cfg.stop_at_val_loss):
+              stopped = reached_target(history[-1:], cfg.stop_at_val_loss)
+              if stopped:
                 log.info("%s: val loss %.4g <= stop_at_val_loss %g at step %d; stopping",
                          desc, val["loss"], cfg.stop_at_val_loss, done)
           _append_metrics(metrics_path, record)
           if summaries is not None:
             summaries.scalars(done, {k: v for k, v in record.items() if k != "step"})
           bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-        stopped = reached_target(history, cfg.stop_at_val_loss)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or preempted or stopped:
           ckpts.save(done, state, {"step": done, "data_position": done * cfg.batch_size,
                                    "seed": cfg.seed})
