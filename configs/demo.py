@@ -96,8 +96,8 @@ def revision_sections(c: ml_collections.ConfigDict, verifier: dict):
   policy, a revision-aware ORM, and chains at every budget split. Paper: 64 samples per
   question, lr 1e-5, batch 128, dropout 0; here 16 samples and a larger step for a
   52k-parameter model (300 steps: val loss 0.46 at lr 3e-3, 0.54 at 1e-3). The checkpoint
-  is the evaluation after the lowest val loss. This budget fits the demo's 20 minutes but
-  is too small for the model to learn to revise; README gives overrides that do."""
+  is the evaluation after the lowest val loss. It does not learn to revise: the policy it
+  starts from cannot solve a question with anything before it (README, configs/reproduce.py)."""
   c.revision_data = dict(num_questions=512, samples=16, temperature=1.0, max_new_tokens=136,
                          max_in_context=4, heldout_fraction=0.1, rows_per_batch=512, seed=0)
   c.revision = all_fields(TrainConfig, steps=300, batch_size=16, lr=3e-3, warmup_steps=20,
