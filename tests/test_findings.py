@@ -43,7 +43,10 @@ def _family(*cis):
   head = {"max": best["ratio"], "max_ci": best["ratio_ci"], "at_budget": best["budget"],
           "median": 1.0, "median_ci": [1.0, 1.0], "budgets_counted": [r["budget"] for r in rows],
           "lower_bounds": [{"budget": 64, "ratio_at_least": 5.0}]}
-  return {"efficiency": {"rows": rows, "headline": head}, "efficiency_judged": "efficiency"}
+  adaptive = {"value": [0.01 * i for i in range(len(rows))],
+              "ci": [[0.01 * i - 0.02, 0.01 * i + 0.02] for i in range(len(rows))]}
+  return {"efficiency": {"rows": rows, "headline": head}, "efficiency_judged": "efficiency",
+          "adaptive_minus_fixed": adaptive}
 
 
 @pytest.mark.parametrize("cis, status", [
@@ -57,6 +60,9 @@ def test_efficiency(cis, status):
   assert out["status"] == status
   assert ">= 5.00x at 64" in out["statement"]  # lower bounds listed apart
   assert "predicted bins" in out["statement"]
+  at = [c for c in cis].index(max(cis, key=sum))  # the headline budget's row
+  assert (f"at {2 ** at} generations: +{0.01 * at:.3f} [{0.01 * at - 0.02:+.3f}, "
+          f"{0.01 * at + 0.02:+.3f}]") in out["statement"]
 
 
 @pytest.mark.parametrize("contrast, ratio, status", [

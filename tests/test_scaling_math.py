@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tts.scaling import difficulty, flops, selection
+from tts.scaling import bootstrap, comparisons, difficulty, flops, selection
 from tts.scaling.selection import Setting
 
 
@@ -84,6 +84,30 @@ def test_cross_validation_never_measures_on_the_fold_it_selected_on():
   assert result.choices == {1: ["a/n4", "b/n4"], 2: ["a/n4", "b/n4"]}
   assert not np.array_equal(selection.two_folds(bins, 3), selection.two_folds(bins, 4))
   np.testing.assert_array_equal(selection.two_folds(bins, 3), folds)
+
+
+def test_adapting_to_difficulty_is_measured_against_the_best_fixed_setting():
+  """`beam` is right on bin 1 only and `lookahead` on bin 2 only: per bin both are chosen
+  and every question is right, while one setting for all questions is right on half, so
+  adapting gains 0.5. When `beam` is right everywhere, compute-optimal still beats the
+  baseline by as much, and adapting gains nothing."""
+  bins = np.repeat([1, 2], 20)
+  folds = selection.two_folds(bins, seed=0)
+  weights = bootstrap.resample_weights(len(bins), 200, seed=0)
+  ones, zeros = np.ones(20, bool), np.zeros(20, bool)
+  baseline = {4: _setting("best_of_n", np.concatenate([zeros, zeros]))}
+  split = [_setting("beam", np.concatenate([ones, zeros])),
+           _setting("lookahead", np.concatenate([zeros, ones]))]
+  dominant = [_setting("beam", np.concatenate([ones, ones])), split[1]]
+  for settings, gain in ((split, 0.5), (dominant, 0.0)):
+    out, correct, _ = comparisons.family_curves(settings + list(baseline.values()), baseline,
+                                                bins, folds, weights, 0.0, False)
+    assert correct.all() and out["difference"]["value"] == [1.0]
+    adaptive = out["adaptive_minus_fixed"]
+    assert adaptive["value"] == [gain]
+    assert adaptive["fixed_accuracy"] == [1.0 - gain]
+    lo, hi = adaptive["ci"][0]
+    assert lo <= gain <= hi and (lo > 0) == (gain > 0)
 
 
 def test_efficiency_ratio_on_a_constructed_curve():

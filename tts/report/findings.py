@@ -89,7 +89,19 @@ def efficiency(family: dict | None, name: str, bins: str, at_least: float = 2.0)
                         f"baseline's accuracy with {headline_text(head)}. Criterion: a ratio "
                         f"interval above {at_least:g} at some budget "
                         f"(reproduced: {strong or 'none'}), above 1 (partly: {some or 'none'}); "
-                        "paper about 4x.")}
+                        f"paper about 4x. {adaptive_text(family, head)}")}
+
+
+def adaptive_text(family: dict, head: dict) -> str:
+  """How much of compute-optimal's lead is choosing per difficulty bin rather than one
+  setting per budget for all questions (comparisons.family_curves)."""
+  budgets = [row["budget"] for row in family["efficiency"]["rows"]]
+  at = head["at_budget"] if head["max"] is not None else budgets[-1]
+  gain = family["adaptive_minus_fixed"]
+  i = budgets.index(at)
+  return (f"Adapting to difficulty: compute-optimal minus the best fixed setting per budget "
+          f"(chosen on the same folds) at {at} generations: "
+          f"{_est({'value': gain['value'][i], 'ci': gain['ci'][i]})}.")
 
 
 def revision_ratio(advantage: dict | None, family: dict | None, bins: str) -> dict:

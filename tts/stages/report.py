@@ -231,6 +231,15 @@ def summary_markdown(summary: dict, flops: dict) -> str:
     for kind, by_budget in per_kind.items():
       lines.append(f"- {family}, {kind} bins: " + ", ".join(
           f"{b}: {_est(e, 100)}" for b, e in by_budget.items()))
+  lines += ["", "## Adapting to difficulty: compute-optimal minus the best fixed setting per "
+            "budget (accuracy points, cross-validated on the same folds)", "",
+            "The ratio over the baseline counts two gains: a better method than the baseline, "
+            "and a different one per difficulty bin. One setting per budget for every question "
+            "has the first only; this is the second.", ""]
+  for family, per_kind in summary["adaptive_minus_fixed"].items():
+    for kind, by_budget in per_kind.items():
+      lines.append(f"- {family}, {kind} bins: " + ", ".join(
+          f"{b}: {_est(e, 100)}" for b, e in by_budget.items()))
   kind = summary["bins"]
   lines += ["", f"## FLOPs-matched: small + test-time compute minus the 14x model, accuracy "
             f"points ({kind} bins, cross-validated; > 0: test-time compute wins)", ""]
@@ -299,6 +308,12 @@ def run(ctx) -> dict:
                           ({"value": v, "ci": ci} for v, ci in zip(
                               selection["families"][f][k]["difference"]["value"],
                               selection["families"][f][k]["difference"]["ci"]))))
+              for k in BIN_KINDS} for f in families},
+      "adaptive_minus_fixed": {
+          f: {k: dict(zip(map(str, selection["families"][f]["budgets"]),
+                          ({"value": v, "ci": ci} for v, ci in zip(
+                              selection["families"][f][k]["adaptive_minus_fixed"]["value"],
+                              selection["families"][f][k]["adaptive_minus_fixed"]["ci"]))))
               for k in BIN_KINDS} for f in families},
       "extended_efficiency_ratio": {
           f: {k: selection["families"][f]["extended"][k]["efficiency_ratio"]
