@@ -116,6 +116,13 @@ def matched_summary(per: dict) -> dict:
           "relative": {b: v["relative_difference"] for b, v in per["bins"].items()}}
 
 
+def budget_lines(per_family: dict) -> list[str]:
+  """One line per family and bin kind: each budget's difference in accuracy points."""
+  return [f"- {family}, {kind} bins: " + ", ".join(
+      f"{b}: {_est(e, 100)}" for b, e in per_budget.items())
+      for family, per_kind in per_family.items() for kind, per_budget in per_kind.items()]
+
+
 def _est(e: dict | None, scale: float = 1.0, unit: str = "", digits: int = 1) -> str:
   if e is None:
     return "n/a"
@@ -227,19 +234,13 @@ def summary_markdown(summary: dict, flops: dict) -> str:
         lines.append(f"- {family}, {kind} bins, extended menu: {findings.headline_text(extended)}")
   lines += ["", "## Compute-optimal minus baseline at equal budget (accuracy points, "
             "cross-validated)", ""]
-  for family, per_kind in summary["compute_optimal_minus_baseline"].items():
-    for kind, by_budget in per_kind.items():
-      lines.append(f"- {family}, {kind} bins: " + ", ".join(
-          f"{b}: {_est(e, 100)}" for b, e in by_budget.items()))
+  lines += budget_lines(summary["compute_optimal_minus_baseline"])
   lines += ["", "## Adapting to difficulty: compute-optimal minus the best fixed setting per "
             "budget (accuracy points, cross-validated on the same folds)", "",
             "The ratio over the baseline counts two gains: a better method than the baseline, "
             "and a different one per difficulty bin. One setting per budget for every question "
             "has the first only; this is the second.", ""]
-  for family, per_kind in summary["adaptive_minus_fixed"].items():
-    for kind, by_budget in per_kind.items():
-      lines.append(f"- {family}, {kind} bins: " + ", ".join(
-          f"{b}: {_est(e, 100)}" for b, e in by_budget.items()))
+  lines += budget_lines(summary["adaptive_minus_fixed"])
   kind = summary["bins"]
   lines += ["", f"## FLOPs-matched: small + test-time compute minus the 14x model, accuracy "
             f"points ({kind} bins, cross-validated; > 0: test-time compute wins)", ""]
@@ -260,6 +261,17 @@ def summary_markdown(summary: dict, flops: dict) -> str:
             "are in report/summary.json.", "", "## Figures (tables beside them as CSV)", ""]
   lines += [f"![{name}]({name})" for name in summary["figures"]]
   return "\n".join(lines) + "\n"
+
+
+def by_budget(selection: dict, families: list[str], key: str) -> dict:
+  """A per-budget difference of selection.json ({value: [K], ci: [K]}) as {family: {kind:
+  {budget: {value, ci}}}}."""
+  out = {}
+  for f in families:
+    entry = selection["families"][f]
+    out[f] = {k: {str(b): {"value": v, "ci": ci} for b, v, ci in zip(
+        entry["budgets"], entry[k][key]["value"], entry[k][key]["ci"])} for k in BIN_KINDS}
+  return out
 
 
 def run(ctx) -> dict:
@@ -303,18 +315,8 @@ def run(ctx) -> dict:
       "findings": {k: findings.all_findings(selection, flops, k) for k in BIN_KINDS},
       "efficiency_ratio": {f: {k: selection["families"][f][k]["efficiency_ratio"]
                                for k in BIN_KINDS} for f in families},
-      "compute_optimal_minus_baseline": {
-          f: {k: dict(zip(map(str, selection["families"][f]["budgets"]),
-                          ({"value": v, "ci": ci} for v, ci in zip(
-                              selection["families"][f][k]["difference"]["value"],
-                              selection["families"][f][k]["difference"]["ci"]))))
-              for k in BIN_KINDS} for f in families},
-      "adaptive_minus_fixed": {
-          f: {k: dict(zip(map(str, selection["families"][f]["budgets"]),
-                          ({"value": v, "ci": ci} for v, ci in zip(
-                              selection["families"][f][k]["adaptive_minus_fixed"]["value"],
-                              selection["families"][f][k]["adaptive_minus_fixed"]["ci"]))))
-              for k in BIN_KINDS} for f in families},
+      "compute_optimal_minus_baseline": by_budget(selection, families, "difference"),
+      "adaptive_minus_fixed": by_budget(selection, families, "adaptive_minus_fixed"),
       "extended_efficiency_ratio": {
           f: {k: selection["families"][f]["extended"][k]["efficiency_ratio"]
               for k in BIN_KINDS} for f in families if "extended" in selection["families"][f]},
