@@ -29,6 +29,7 @@ from tts.model import ModelConfig, Transformer, init_cache
 from tts.model.config import DTYPE_FIELDS, LAYOUT_FIELDS
 from tts.model.sharding import DecodeSharding, make_mesh, param_shardings
 from tts.search import sampler, verifier
+from tts.search.tree import LIVE_BATCH_MAX
 from tts.stages.policy import MODEL_NAMES, model_config
 from tts.train import batches
 from tts.train.config import TrainConfig
@@ -226,13 +227,16 @@ def plan(config, request: PlanRequest) -> list[StepMemory]:
 
 def search_total(steps: list[StepMemory]) -> int | None:
   """A search keeps the policy and its verifier on the same devices: while one steps, the
-  other's weights and cache stay resident. The larger of the two sums (None without both)."""
+  other's weights and cache stay resident; when few rows are live, they decode in a batch
+  of their own (at most LIVE_BATCH_MAX of the rows: that share of both caches more). The
+  larger of the two sums plus that batch (None without both)."""
   decode = next((m for m in steps if m.step == "decode" and m.model == "policy.small"), None)
   score = next((m for m in steps if m.step == "score"), None)
   if decode is None or score is None:
     return None
+  live_batch = math.ceil(LIVE_BATCH_MAX * (decode.kv_cache + score.kv_cache))
   return max(decode.total + score.params + score.kv_cache,
-             score.total + decode.params + decode.kv_cache)
+             score.total + decode.params + decode.kv_cache) + live_batch
 
 
 def format_bytes(n: int) -> str:
@@ -263,7 +267,8 @@ def table(steps: list[StepMemory], hbm_gib: float) -> str:
   if both is not None:
     fits = "fits" if both <= hbm_gib * GIB else "does not fit"
     text += (f"\nsearch, policy.small and prm on the same devices (one steps, the other's "
-             f"params and KV cache stay): {format_bytes(both)}, {fits}")
+             f"params and KV cache stay; live rows in a batch of their own): "
+             f"{format_bytes(both)}, {fits}")
   return text
 
 

@@ -122,6 +122,11 @@ class Engine(Protocol):
     given (its buffers are reused), and a lookahead still needs the original after."""
 
 
+# The live rows are taken out into a batch of their own only when they are at most this
+# share of the rows; while it decodes, both batches' caches are resident (`tts plan`).
+LIVE_BATCH_MAX = 0.75
+
+
 @dataclasses.dataclass(frozen=True)
 class Decoder:
   """The Engine of real runs: jitted, cached, batched over questions x candidates.
@@ -131,7 +136,7 @@ class Decoder:
   every slot each token, so a cache sized for the longest solution from the start costs
   about twice as much. Each size compiles once; rounds and batches reuse it.
 
-  Only live rows are decoded. When they are at most 3/4 of the rows (finished subtrees,
+  Only live rows are decoded. When they are at most LIVE_BATCH_MAX of the rows (finished subtrees,
   padding questions, steps that go on), they are taken into a batch of about their number
   (a power of two or 1.5 times one: few sizes to compile) and written back after. A
   decode call returns once fewer than `exit_below` of its rows still run; the rows whose
@@ -199,7 +204,7 @@ class Decoder:
   def _batch_size(self, live: int, rows: int) -> int:
     """Rows to decode `live` live rows of `rows` in: all of them when most are live, else
     the next power of two or 1.5 times one (a multiple of the row shards)."""
-    if 4 * live > 3 * rows:
+    if live > LIVE_BATCH_MAX * rows:
       return rows
     shards = self.policy.sharding.row_shards if self.policy.sharding else 1
     power = sampler.power_of_two_at_least(max(live, 2))
