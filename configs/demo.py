@@ -42,6 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
   # fingerprint: results agree across meshes up to float rounding (tests/test_search_hosts.py).
   c.decode_mesh = dict(data=-1, fsdp=1, tensor=1)
   c.logical_axis_rules = LOGICAL_AXIS_RULES
+  # XLA's persistent compilation cache (tts/compile_cache.py): relative to the workdir, or an
+  # absolute path / bucket shared by several runs; "" turns it off. In no fingerprint.
+  c.compilation_cache = "compilation_cache"
   # The small policy and a model with 14x (+-1x) its parameters, trained on the same tokens.
   # vocab_size comes from the task, dropout from the training section.
   model = lambda **kw: all_fields(ModelConfig, exclude=("vocab_size", "dropout"), **kw)

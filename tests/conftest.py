@@ -1,10 +1,11 @@
 """Fixtures for the training tests: small `Trainer.fit` runs in subprocesses.
 
 Each run is `tests/helpers/train_run.py` in a fresh Python (device count and
-`jax.distributed` are fixed at jax import). Compile time dominates these runs, so they
-share a persistent XLA compilation cache under pytest's cache dir (the second run of a
-program skips its compile; the key covers jax version, flags and HLO; `pytest
---cache-clear` drops it) and compile at LLVM optimisation level 0.
+`jax.distributed` are fixed at jax import). Compile time dominates the suite, so every test
+and every process it starts share one persistent XLA compilation cache under pytest's cache
+dir (a program compiled once is loaded after, in this run and the next; the key covers jax
+version, flags and HLO; `pytest --cache-clear` drops it), and compile at LLVM optimisation
+level 0.
 """
 import dataclasses
 import gc
@@ -13,6 +14,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 # In-process tests too: tiny programs, where compile time dominates (set before jax loads).
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
@@ -32,6 +34,18 @@ SLOW_FIXTURES = {"tiny_run", "copy_run", "made_run", "math_hf_run", "chat_run", 
 def pytest_configure(config):
   config.addinivalue_line(
       "markers", "slow: takes over ~4 s on 2 cores; deselect with -m 'not slow'")
+  # One compilation cache for this process and, through the environment, every process the
+  # tests start (`tts run` keeps a cache JAX already has: tts/compile_cache.py).
+  cache = getattr(config, "cache", None)
+  cache_dir = str(cache.mkdir("jax-compilation-cache") if cache is not None
+                  else tempfile.mkdtemp(prefix="jax-compilation-cache-"))
+  settings = {"JAX_COMPILATION_CACHE_DIR": cache_dir,
+              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+  os.environ.update(settings)
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def pytest_collection_modifyitems(items):
@@ -100,20 +114,15 @@ class TrainProcess:
 
 
 @pytest.fixture(scope="session")
-def _train_env(request, tmp_path_factory):
-  cache = getattr(request.config, "cache", None)
-  cache_dir = (cache.mkdir("jax-compilation-cache") if cache is not None
-               else tmp_path_factory.mktemp("jax-compilation-cache"))
-  env = dict(os.environ)
+def _train_env():
+  env = dict(os.environ)  # the compilation cache's settings among them (pytest_configure)
   # Replaces any inherited XLA_FLAGS (device counts come from train_run.py --devices only).
   # LLVM optimisation level 0 halves the cold compile (18 s -> 9 s for the reference run);
   # it moves results by ~1e-7 and every run here uses it, so comparisons are unaffected.
   env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
   root = str(HELPER.parents[2])  # import this checkout's tts, whatever is installed
   env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-  env.update(JAX_PLATFORMS="cpu", TQDM_DISABLE="1", JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  env.update(JAX_PLATFORMS="cpu", TQDM_DISABLE="1")
   return env
 
 

@@ -258,6 +258,19 @@ def test_attending_across_examples_needs_packed_rows(tmp_path, capsys):
   assert not workdir.exists()
 
 
+def test_compilation_cache_that_is_not_a_path(tmp_path, capsys):
+  """A config file that sets it to a bool (an override keeps the field a string)."""
+  path = tmp_path / "cfg.py"
+  path.write_text("import ml_collections\nfrom tts import cli\n"
+                  "def get_config():\n"
+                  f"  c = cli.load_config({os.path.abspath(DEMO)!r}).to_dict()\n"
+                  "  return ml_collections.ConfigDict(dict(c, compilation_cache=False))\n")
+  workdir = tmp_path / "new"
+  err = tts(capsys, "run", str(path), "--workdir", str(workdir), code=1)
+  assert "compilation_cache=False is not a directory" in err and "'' to turn" in err
+  assert not workdir.exists()
+
+
 # 9. Other inputs that gave tracebacks or misleading hints.
 
 def test_config_path_that_is_a_directory(tmp_path, capsys):

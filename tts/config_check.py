@@ -58,6 +58,10 @@ def check_config(config):
   if data.get("attend_across_examples") and not data.get("pack"):
     raise ValueError("data.attend_across_examples=True needs packed rows (examples share a "
                      "row only when packed): set data.pack=True or attend_across_examples=False")
+  cache = config.get("compilation_cache", "")
+  if not isinstance(cache, str):
+    raise ValueError(f"compilation_cache={cache!r} is not a directory: give a path (relative "
+                     "to the workdir, absolute, or a bucket URL), or '' to turn the cache off")
   searched = config.get("search", {}).get("num_questions")
   tests = config.get("task", {}).get("num_test")
   if isinstance(searched, int) and isinstance(tests, int) and searched > tests:

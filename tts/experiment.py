@@ -6,7 +6,7 @@ import os
 
 import jax
 
-from tts import config_check, pipeline, workdir_lock
+from tts import compile_cache, config_check, pipeline, workdir_lock
 from tts.atomic_files import (exists, is_dir, is_remote, make_dirs, read_json,
                               write_json_if_changed)
 from tts.data.errors import DataError
@@ -66,6 +66,7 @@ def run(config, workdir: str, only: str | None = None, force: bool = False) -> s
     raise FileExistsError(f"--workdir {workdir} is a file; pass a directory")
   if not is_dir(workdir):  # (makedirs would try to write to a read-only one)
     make_dirs(workdir)  # several processes may race here
+  compile_cache.use(config.get("compilation_cache", ""), workdir)
   ctx = pipeline.Context(config=config, workdir=workdir)
   # A bucket has no file locks: one run at a time there is the user's to ensure.
   lock = ctx.is_main and not is_remote(workdir)

@@ -128,24 +128,37 @@ def sync(name: str):
 
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
 class CompileCount:
   """The programs XLA compiles while the context is open, and their seconds: on CPU
-  compiling is a large share of a short stage, and the count says how many shapes it made."""
+  compiling is a large share of a short stage, and the count says how many shapes it made.
+  `cached`: programs loaded from the persistent compilation cache instead (JAX reports a
+  load as a compile too; `seconds` counts both)."""
 
   def __enter__(self):
-    self.programs, self.seconds = 0, 0.0
+    self.requests, self.seconds, self.cached = 0, 0.0, 0
     jax.monitoring.register_event_duration_secs_listener(self._record)
+    jax.monitoring.register_event_listener(self._count_hit)
     return self
+
+  @property
+  def programs(self) -> int:
+    return self.requests - self.cached
 
   def _record(self, event: str, seconds: float, **_):
     if event == _COMPILE_EVENT:
-      self.programs += 1
+      self.requests += 1
       self.seconds += seconds
+
+  def _count_hit(self, event: str, **_):
+    if event == _CACHE_HIT_EVENT:
+      self.cached += 1
 
   def __exit__(self, *_):
     jax.monitoring.unregister_event_duration_listener(self._record)
+    jax.monitoring.unregister_event_listener(self._count_hit)
 
 
 def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force: bool = False,
@@ -208,9 +221,10 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
                         {"fingerprint": fp, "inputs": inputs, "summary": summary,
                          "seconds": round(elapsed, 1), "grading_timeouts": timeouts,
                          "compiled": {"programs": compiled.programs,
-                                      "seconds": round(compiled.seconds, 1)}})
+                                      "seconds": round(compiled.seconds, 1),
+                                      "cached": compiled.cached}})
     sync(f"tts: {stage.name} done")
     log(f"[{stage.name}] done in {elapsed:.0f} s ({compiled.programs} programs compiled in "
-        f"{compiled.seconds:.0f} s)")
+        f"{compiled.seconds:.0f} s, {compiled.cached} loaded from the compilation cache)")
     summaries[stage.name] = summary
   return summaries
