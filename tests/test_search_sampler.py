@@ -6,6 +6,7 @@ import pytest
 from flax import nnx
 
 from tts.model import ModelConfig, Transformer
+from tts.search import sampler
 from tts.search.sampler import SamplingConfig, pad_prompts, sample
 
 CFG = ModelConfig(vocab_size=16, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64)
@@ -78,3 +79,29 @@ def test_stop_token_ends_a_row_and_log_probs_are_recorded():
       assert row[n - 1] in stops and all(t == 0 for t in row[n:])
     assert not any(t in stops for t in row[:n - 1])
     assert np.all(np.asarray(out.log_probs[i, :n]) < 0) and np.all(out.log_probs[i, n:] == 0)
+
+
+def test_decode_to_end_on_live_rows_equals_one_call_over_all_rows(monkeypatch):
+  """Rows that still run go on in smaller batches; every row's tokens and log-probs are
+  those of one decode call over all the rows, and rows not live get nothing."""
+  _, graphdef, params = _model()
+  rng = np.random.default_rng(3)
+  tokens, lengths = pad_prompts([rng.integers(2, 16, n).tolist() for n in rng.integers(2, 9, 40)],
+                                pad_id=0)
+  keys = jax.random.split(jax.random.key(4), 40)
+  cfg = SamplingConfig(temperature=1.0, max_new_tokens=24)
+  stops = (2, 3, 4, 5)  # rows stop after a few tokens each, at different times
+  live = rng.random(40) < 0.9
+  state = lambda: sampler.prefill(graphdef, params, tokens, lengths, tokens.shape[1] + 24)
+  _, whole = sampler.decode(graphdef, params, state(), keys, jnp.asarray(live), cfg, stops, 24)
+  batches = []
+  decode = sampler.decode
+  monkeypatch.setattr(sampler, "decode", lambda *a, **k: (batches.append(a[3].shape[0]),
+                                                          decode(*a, **k))[1])
+  out = sampler.decode_to_end(graphdef, params, state(), keys, live, cfg, stops, smallest=2)
+  assert batches[0] == 40 and 1 < len(batches) and max(batches[1:]) <= 32  # compacted
+  np.testing.assert_array_equal(out.lengths, np.asarray(whole.lengths))
+  assert np.all(out.lengths[~live] == 0) and np.all(out.lengths[live] > 0)
+  assert len(set(out.lengths[live].tolist())) > 3
+  np.testing.assert_array_equal(out.tokens, np.asarray(whole.tokens))
+  np.testing.assert_allclose(out.log_probs, np.asarray(whole.log_probs), atol=1e-6)

@@ -139,6 +139,12 @@ def power_of_two_at_least(k: int) -> int:
   return 1 << (k - 1).bit_length()
 
 
+@jax.jit
+def take_rows(x, rows):
+  """x[rows] as one compiled gather (typed keys included)."""
+  return x[rows]
+
+
 def reorder(state: DecodeState | KVCache, rows, sharding: DecodeSharding | None = None):
   """Row i of the result is row rows[i]: fan a prompt out to its candidates, or keep the
   beams a search selected. Takes a DecodeState, a bare KVCache (a value-head verifier's) or
@@ -261,18 +267,55 @@ def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig
           Step(tokens, log_probs, lengths, stopped, capped))
 
 
+def decode_to_end(graphdef, params, state: DecodeState, keys, live: np.ndarray,
+                  cfg: SamplingConfig, stop_ids: tuple[int, ...],
+                  sharding: DecodeSharding | None = None, exit_below: float = 0.25,
+                  smallest: int = 128) -> Samples:
+  """Extends every live row until it emits a stop id or holds cfg.max_new_tokens, decoding
+  only rows that still run: a call returns once fewer than `exit_below` of its rows run,
+  and those go on in a batch of the next power of two, of at least `smallest` rows (each
+  size is one more program to compile). Consumes `state` (the caches are dropped). Returns
+  host arrays over all rows (zeros for rows not live), the same as one decode call over
+  every row: a token's key depends on its row and position only."""
+  n, width = len(live), cfg.max_new_tokens
+  out = Samples(np.zeros((n, width), np.int32), np.zeros((n, width), np.float32),
+                np.zeros(n, np.int32))
+  rows = np.arange(n)  # state row j continues row rows[j]; -1: padding
+  running = np.asarray(live, bool).copy()
+  shards = sharding.row_shards if sharding else 1
+  while running.any():
+    mine = (rows >= 0) & running[np.maximum(rows, 0)]
+    size = -(-max(smallest, power_of_two_at_least(int(mine.sum()))) // shards) * shards
+    if size < len(rows):
+      index = np.zeros(size, np.int32)  # padding repeats state row 0 and decodes nothing
+      index[:mine.sum()] = np.flatnonzero(mine)
+      rows = np.where(np.arange(size) < mine.sum(), rows[index], -1)
+      state, keys = reorder(state, index, sharding), take_rows(keys, index)
+      mine = rows >= 0
+    state, step = decode(graphdef, params, state, keys, jnp.asarray(mine), cfg,
+                         tuple(stop_ids), width, sharding, exit_below)
+    tokens, log_probs, lengths, stopped, capped = jax.device_get(step)
+    for j in np.flatnonzero(mine):
+      r, start, k = rows[j], out.lengths[rows[j]], lengths[j]
+      out.tokens[r, start:start + k] = tokens[j, :k]
+      out.log_probs[r, start:start + k] = log_probs[j, :k]
+      out.lengths[r] += k
+      running[r] = not (stopped[j] or capped[j])
+  return out
+
+
 def sample(graphdef, params, prompts, prompt_lengths, keys, cfg: SamplingConfig,
-           stop_ids: tuple[int, ...], sharding: DecodeSharding | None = None) -> Samples:
-  """Whole completions: prefill, then decode until a stop id or cfg.max_new_tokens.
+           stop_ids: tuple[int, ...], sharding: DecodeSharding | None = None,
+           real: int | None = None) -> Samples:
+  """Whole completions: prefill, then decode_to_end. Host arrays.
 
   prompts: int32[B, P] right-padded; prompt_lengths: int32[B]; keys: [B] typed keys.
+  real: only the first `real` rows are decoded (the others fill a batch's shape).
   """
   state = prefill(graphdef, params, prompts, prompt_lengths,
                   prompts.shape[1] + cfg.max_new_tokens, sharding)
-  live = jnp.ones(prompts.shape[:1], bool)
-  _, step = decode(graphdef, params, state, keys, live, cfg, tuple(stop_ids), cfg.max_new_tokens,
-                   sharding)
-  return Samples(step.tokens, step.log_probs, step.lengths)
+  live = np.arange(prompts.shape[0]) < (prompts.shape[0] if real is None else real)
+  return decode_to_end(graphdef, params, state, keys, live, cfg, stop_ids, sharding)
 
 
 def pad_prompts(prompt_ids: list[list[int]], pad_id: int, multiple: int = 16,
@@ -318,8 +361,8 @@ def sample_all(graphdef, params, prompt_ids: list[list[int]], keys, cfg: Samplin
   results = []
   for chunk, chunk_keys, real in fixed_batches(prompt_ids, keys, batch_size):
     prompts, lengths = pad_prompts(chunk, pad_id, multiple)
-    out = jax.device_get(sample(graphdef, params, prompts, lengths, chunk_keys, cfg,
-                                tuple(stop_ids), sharding))
+    out = sample(graphdef, params, prompts, lengths, chunk_keys, cfg, tuple(stop_ids),
+                 sharding, real)
     results += [out.tokens[i, :out.lengths[i]].tolist() for i in range(real)]
     if progress is not None:
       progress(real)

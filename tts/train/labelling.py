@@ -112,10 +112,9 @@ def _label_batch(task, policy, examples, solutions, prefixes, rollouts, sampling
   ids = np.asarray([(solutions[k].question, solutions[k].number, j, r) for k, j, r in plan]
                    + [(0, 0, 0, 0)] * fill, np.int32)
   live = np.arange(len(rows)) < len(plan)
-  _, out = sampler.decode(policy.graphdef, policy.params, state, rollout_keys(key, ids),
-                          jnp.asarray(live), sampling, (vocab.eos_id,), sampling.max_new_tokens,
-                          policy.sharding)
-  out_tokens, out_lengths = jax.device_get((out.tokens, out.lengths))
+  out = sampler.decode_to_end(policy.graphdef, policy.params, state, rollout_keys(key, ids),
+                              live, sampling, (vocab.eos_id,), policy.sharding)
+  out_tokens, out_lengths = out.tokens, out.lengths
   for i, (k, j, _) in enumerate(plan):
     s = solutions[k]
     text = vocab.decode(s.tokens[:s.step_ends[j] + 1] + out_tokens[i, :out_lengths[i]].tolist())
