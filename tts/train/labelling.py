@@ -100,12 +100,16 @@ def _label_batch(task, policy, examples, solutions, prefixes, rollouts, sampling
   rows = np.asarray(plan_rows + [0] * fill, np.int32)
   cuts = np.asarray(plan_cuts + [plan_cuts[0]] * fill, np.int32)
   if share_prefixes:
-    tokens, lengths = sampler.pad_prompts(seqs, vocab.pad_id, width=capacity)
+    needed = {}  # each sequence is read up to its last cut: its last step has no rollout
+    for i, cut in zip(rows, cuts):
+      needed[i] = max(needed.get(i, 0), cut)
+    tokens, lengths = sampler.pad_prompts([s[:needed.get(i, 1)] for i, s in enumerate(seqs)],
+                                          vocab.pad_id, multiple=32)
     state = sampler.prefill_branches(policy.graphdef, policy.params, tokens, lengths, rows,
                                      cuts, prompt_lengths, capacity, policy.sharding)
   else:
     own = [seqs[i][:cut] for i, cut in zip(rows, cuts)]
-    tokens, lengths = sampler.pad_prompts(own, vocab.pad_id, width=capacity)
+    tokens, lengths = sampler.pad_prompts(own, vocab.pad_id, multiple=32)
     state = sampler.prefill(policy.graphdef, policy.params, tokens, lengths, capacity,
                             policy.sharding)
     state = state._replace(prompt_lengths=jnp.asarray(prompt_lengths[rows]))
