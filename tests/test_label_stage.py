@@ -30,6 +30,9 @@ def test_manifest_counts_add_up(tiny_run):
   assert manifest["solutions_kept"] == len(records) > 0
   assert manifest["steps"] == sum(len(r["step_ends"]) for r in records)
   assert manifest["rollouts"] == sum((len(r["step_ends"]) - 1) * 2 for r in records)
+  assert 0 < manifest["rollout_tokens"] <= manifest["rollout_row_tokens"]
+  assert manifest["rollout_live_fraction"] == round(
+      manifest["rollout_tokens"] / manifest["rollout_row_tokens"], 4)
   for r in records:
     assert len(r["labels"]) == len(r["step_ends"]) and r["answer"] is not None
     assert r["labels"][-1] == float(r["correct"])

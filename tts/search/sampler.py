@@ -64,6 +64,22 @@ def _choose(logits, keys, positions, cfg: SamplingConfig):
   return jax.vmap(one)(logits, keys, positions).astype(jnp.int32)
 
 
+@dataclasses.dataclass
+class Work:
+  """What decode calls computed: row-tokens of live rows (the tokens they added) against
+  every row-token decoded, rows that wait (stopped, dead or padding) included."""
+  live_tokens: int = 0
+  row_tokens: int = 0
+
+  @property
+  def live_fraction(self) -> float | None:
+    return self.live_tokens / self.row_tokens if self.row_tokens else None
+
+  def add(self, other: "Work"):
+    self.live_tokens += other.live_tokens
+    self.row_tokens += other.row_tokens
+
+
 class DecodeState(NamedTuple):
   """Where every row stands: its cache, the logits for its next token, its prompt length."""
   cache: KVCache
@@ -270,13 +286,14 @@ def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig
 def decode_to_end(graphdef, params, state: DecodeState, keys, live: np.ndarray,
                   cfg: SamplingConfig, stop_ids: tuple[int, ...],
                   sharding: DecodeSharding | None = None, exit_below: float = 0.25,
-                  smallest: int = 128) -> Samples:
+                  smallest: int = 128, work: Work | None = None) -> Samples:
   """Extends every live row until it emits a stop id or holds cfg.max_new_tokens, decoding
   only rows that still run: a call returns once fewer than `exit_below` of its rows run,
   and those go on in a batch of the next power of two, of at least `smallest` rows (each
   size is one more program to compile). Consumes `state` (the caches are dropped). Returns
   host arrays over all rows (zeros for rows not live), the same as one decode call over
-  every row: a token's key depends on its row and position only."""
+  every row: a token's key depends on its row and position only. work: tallies the
+  row-tokens decoded."""
   n, width = len(live), cfg.max_new_tokens
   out = Samples(np.zeros((n, width), np.int32), np.zeros((n, width), np.float32),
                 np.zeros(n, np.int32))
@@ -295,6 +312,8 @@ def decode_to_end(graphdef, params, state: DecodeState, keys, live: np.ndarray,
     state, step = decode(graphdef, params, state, keys, jnp.asarray(mine), cfg,
                          tuple(stop_ids), width, sharding, exit_below)
     tokens, log_probs, lengths, stopped, capped = jax.device_get(step)
+    if work is not None:
+      work.add(Work(int(lengths.sum()), len(lengths) * int(lengths.max(initial=0))))
     for j in np.flatnonzero(mine):
       r, start, k = rows[j], out.lengths[rows[j]], lengths[j]
       out.tokens[r, start:start + k] = tokens[j, :k]

@@ -32,7 +32,7 @@ import numpy as np
 
 from tts.model import LoadedModel
 from tts.search import sampler, verifier
-from tts.search.sampler import SamplingConfig
+from tts.search.sampler import SamplingConfig, Work
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,22 +85,6 @@ class Advanced(NamedTuple):
   stopped: np.ndarray  # bool[B], ended on a step-end token or eos
   capped: np.ndarray  # bool[B], holds max_new_tokens: cannot go on
   probs: np.ndarray  # float32[B, T], the verifier's reading after each token
-
-
-@dataclasses.dataclass
-class Work:
-  """What a Decoder's decode calls computed: row-tokens of live candidates (the tokens they
-  added) against every row-token decoded, rows that wait (stopped, dead or padding) included."""
-  live_tokens: int = 0
-  row_tokens: int = 0
-
-  @property
-  def live_fraction(self) -> float | None:
-    return self.live_tokens / self.row_tokens if self.row_tokens else None
-
-  def add(self, other: "Work"):
-    self.live_tokens += other.live_tokens
-    self.row_tokens += other.row_tokens
 
 
 class Engine(Protocol):

@@ -17,6 +17,7 @@ from tts.atomic_files import exists, read_json, read_jsonl, write_json_atomic, w
 from tts.data.errors import DataError
 from tts.data.tasks import make_task
 from tts.model.sharding import decode_sharding
+from tts.search import sampler
 from tts.search.sampler import SamplingConfig, pad_prompts
 from tts.stages.data import read_split
 from tts.stages.policy import load_policy
@@ -56,8 +57,10 @@ def _label_shard(cfg, task, policy, examples, questions, width) -> tuple[list[di
   solutions, sampled, tokens = labelling.sample_solutions(
       task, policy, examples, questions, c.solutions, sampling, jax.random.fold_in(key, 0),
       c.rows_per_batch)
+  work = sampler.Work()
   rollout_tokens = labelling.label(task, policy, examples, solutions, c.rollouts, sampling,
-                                   jax.random.fold_in(key, 1), c.rows_per_batch, width)
+                                   jax.random.fold_in(key, 1), c.rows_per_batch, width,
+                                   work=work)
   records = [{
       "id": examples[s.question]["id"], "question": s.question,
       "prompt_ids": examples[s.question]["prompt_ids"], "sample": s.number,
@@ -68,7 +71,8 @@ def _label_shard(cfg, task, policy, examples, questions, width) -> tuple[list[di
             "solutions_kept": len(solutions),
             "steps": sum(len(s.step_ends) for s in solutions),
             "rollouts": sum((len(s.step_ends) - 1) * c.rollouts for s in solutions),
-            "solution_tokens": tokens, "rollout_tokens": rollout_tokens}
+            "solution_tokens": tokens, "rollout_tokens": rollout_tokens,
+            "rollout_row_tokens": work.row_tokens}
   return records, counts
 
 
@@ -91,14 +95,17 @@ def run(ctx) -> dict:
     write_jsonl_atomic(path + ".counts", [counts])
     write_jsonl_atomic(path, records)
   pipeline.sync("tts: label shards")
-  totals = {}
-  for i in range(num_shards):
-    for k, v in shard_counts(ctx.workdir, i).items():
-      totals[k] = totals.get(k, 0) + v
+  counts = [shard_counts(ctx.workdir, i) for i in range(num_shards)]
+  totals = {k: sum(c[k] for c in counts) for k in counts[0]
+            if all(k in c for c in counts)}  # a shard from before a count existed lacks it
   records = read_shards(ctx.workdir, num_shards)
   labels = np.asarray([x for r in records for x in r["labels"]])
   summary = {**totals, "shards": num_shards, "mean_label": round(float(labels.mean()), 4),
-             "solution_accuracy": round(float(np.mean([r["correct"] for r in records])), 4)}
+             "solution_accuracy": round(float(np.mean([r["correct"] for r in records])), 4),
+             # of the row-tokens the rollouts' decoding computed, the share live rows added
+             "rollout_live_fraction": (round(totals["rollout_tokens"] /
+                                             totals["rollout_row_tokens"], 4)
+                                       if totals.get("rollout_row_tokens") else None)}
   if ctx.is_main:
     write_json_atomic(os.path.join(ctx.workdir, "label", "manifest.json"), summary)
   return summary

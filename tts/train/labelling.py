@@ -54,9 +54,10 @@ def rollout_keys(key, ids):
 
 def label(task, policy: LoadedModel, examples: list[dict], solutions: list[Solution],
           rollouts: int, sampling: SamplingConfig, key, rows_per_batch: int,
-          prompt_width: int, share_prefixes: bool = True) -> int:
+          prompt_width: int, share_prefixes: bool = True,
+          work: sampler.Work | None = None) -> int:
   """Fills `labels` and `rollouts_correct` of every solution in place; returns the number
-  of tokens the rollouts generated.
+  of tokens the rollouts generated. work: tallies the row-tokens their decoding computed.
 
   Batches hold rows_per_batch // rollouts step prefixes (padded: one compile), longest
   expected continuation first: a batch decodes until its longest rollout ends, so prefixes
@@ -74,14 +75,14 @@ def label(task, policy: LoadedModel, examples: list[dict], solutions: list[Solut
   for start in range(0, len(prefixes), per_batch):
     generated += _label_batch(task, policy, examples, solutions,
                               prefixes[start:start + per_batch], rollouts, sampling, key,
-                              per_batch, capacity, share_prefixes)
+                              per_batch, capacity, share_prefixes, work)
   for s in solutions:
     s.labels = [c / rollouts for c in s.rollouts_correct[:-1]] + [float(s.correct)]
   return generated
 
 
 def _label_batch(task, policy, examples, solutions, prefixes, rollouts, sampling, key,
-                 per_batch, capacity, share_prefixes) -> int:
+                 per_batch, capacity, share_prefixes, work) -> int:
   """Rolls out `rollouts` continuations of each (solution, step) prefix; counts the right
   ones into the solutions' rollouts_correct."""
   vocab = task.vocab
@@ -117,7 +118,8 @@ def _label_batch(task, policy, examples, solutions, prefixes, rollouts, sampling
                    + [(0, 0, 0, 0)] * fill, np.int32)
   live = np.arange(len(rows)) < len(plan)
   out = sampler.decode_to_end(policy.graphdef, policy.params, state, rollout_keys(key, ids),
-                              live, sampling, (vocab.eos_id,), policy.sharding)
+                              live, sampling, (vocab.eos_id,), policy.sharding,
+                              work=work)
   out_tokens, out_lengths = out.tokens, out.lengths
   for i, (k, j, _) in enumerate(plan):
     s = solutions[k]
