@@ -1,4 +1,9 @@
 """The jitted sampler: the policy evaluation (and every search later) stands on it."""
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -105,3 +110,19 @@ def test_decode_to_end_on_live_rows_equals_one_call_over_all_rows(monkeypatch):
   assert len(set(out.lengths[live].tolist())) > 3
   np.testing.assert_array_equal(out.tokens, np.asarray(whole.tokens))
   np.testing.assert_allclose(out.log_probs, np.asarray(whole.log_probs), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_decode_to_end_on_a_mesh_shrinks_sharded_batches():
+  """On 8 devices (rows over data x fsdp), the smaller batches stay multiples of the row
+  shards and the tokens equal one call's over every row on the same mesh."""
+  helper = os.path.join(os.path.dirname(__file__), "helpers", "decode_to_end_mesh.py")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, helper], capture_output=True, text=True, env=env,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["batches"][0] == 40 and len(result["batches"]) > 1
+  assert all(b % 4 == 0 and b < 40 for b in result["batches"][1:])
+  assert result["same_tokens"] and result["same_lengths"] and result["distinct_lengths"] > 3
+  assert result["max_log_prob_diff"] < 1e-5
