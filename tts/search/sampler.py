@@ -286,7 +286,7 @@ def decode(graphdef, params, state: DecodeState, keys, live, cfg: SamplingConfig
 def decode_to_end(graphdef, params, state: DecodeState, keys, live: np.ndarray,
                   cfg: SamplingConfig, stop_ids: tuple[int, ...],
                   sharding: DecodeSharding | None = None, exit_below: float = 0.25,
-                  smallest: int = 128, work: Work | None = None) -> Samples:
+                  smallest: int = 256, work: Work | None = None) -> Samples:
   """Extends every live row until it emits a stop id or holds cfg.max_new_tokens, decoding
   only rows that still run: a call returns once fewer than `exit_below` of its rows run,
   and those go on in a batch of the next power of two, of at least `smallest` rows (each
