@@ -4,8 +4,10 @@ Three pieces, each compiled once per shape: `prefill` runs the prompts through t
 once (ragged rows right-padded); `decode` extends live rows by a `lax.while_loop` of
 one-token steps against the KV cache until each stops (end of a step, end of the solution,
 or a length cap); `reorder` gathers cache rows, so candidates share their prompt's prefill
-and beams keep their prefix without recomputing it. `sample` is prefill + one decode.
-Tree searches (search/tree.py) call decode once per step from a Python loop.
+and beams keep their prefix without recomputing it. `decode_to_end` calls decode until
+every row stops, going on with the rows that still run in smaller batches; `sample` is
+prefill + decode_to_end. Tree searches (search/tree.py) call decode once per step from a
+Python loop.
 
 Memory. Prefill computes logits only where they are read (each row's last prompt token),
 never [B, T, vocab]. decode, grow and a same-size reorder consume the state they are given

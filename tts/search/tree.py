@@ -177,7 +177,8 @@ class Decoder:
     taken = np.minimum(index, len(live) - 1)  # the padding decodes nothing
     part = (sampler.reorder(policy_state, taken, pol.sharding),
             sampler.reorder(reader, taken, ver.sharding))
-    part, step = self._decode(part, sampler.take_rows(keys, taken), jnp.asarray(index < len(live)), greedy)
+    part, step = self._decode(part, sampler.take_rows(keys, taken),
+                              jnp.asarray(index < len(live)), greedy)
     state = (sampler.put_rows(policy_state, part[0], index, pol.sharding),
              sampler.put_rows(reader, part[1], index, ver.sharding))
     whole = Advanced(*(np.zeros((len(live),) + x.shape[1:], x.dtype) for x in step))

@@ -59,9 +59,10 @@ def label(task, policy: LoadedModel, examples: list[dict], solutions: list[Solut
   """Fills `labels` and `rollouts_correct` of every solution in place; returns the number
   of tokens the rollouts generated. work: tallies the row-tokens their decoding computed.
 
-  Batches hold rows_per_batch // rollouts step prefixes (padded: one compile), longest
-  expected continuation first: a batch decodes until its longest rollout ends, so prefixes
-  with similar remaining lengths waste fewer steps. share_prefixes=False prefills every
+  Batches hold rows_per_batch // rollouts step prefixes (padded: one decode shape),
+  longest expected continuation first, so rollouts of similar lengths share a batch; its
+  rollouts that still run go on in smaller batches (sampler.decode_to_end). Each solution
+  is prefilled only up to its last rolled-out step. share_prefixes=False prefills every
   rollout's own prefix instead (what scripts/bench_label.py compares against).
   """
   capacity = prompt_width + sampling.max_new_tokens
