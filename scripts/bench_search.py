@@ -169,7 +169,7 @@ def main():
         f"{args.temperature}, policy {policy.cfg.num_params:,} params, verifier "
         f"{ver.cfg.num_params:,}")
   peak, size = matmul_peak()
-  work = tree.Work()
+  work = sampler.Work()
 
   def ours():
     return methods.run(dataclasses.replace(decoder, work=work), shape, prompts, keys, rows)

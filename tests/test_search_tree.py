@@ -229,7 +229,7 @@ def test_tree_shapes():
 
 def _advance_all(decoder, live, exit_below):
   """whole_steps from a fresh start of PROMPTS x 8 rows, with `live` rows taking part."""
-  d = dataclasses.replace(decoder, exit_below=exit_below, work=tree.Work())
+  d = dataclasses.replace(decoder, exit_below=exit_below, work=sampler.Work())
   state, _ = d.start(PROMPTS, 8)
   counts = [tree.Counts() for _ in PROMPTS]
   state, steps = tree.whole_steps(d, state, _keys(24), live, False, counts, 8)

@@ -81,6 +81,12 @@ class Work:
     self.live_tokens += other.live_tokens
     self.row_tokens += other.row_tokens
 
+  @classmethod
+  def of_call(cls, lengths: np.ndarray) -> "Work":
+    """One decode call that added `lengths` tokens to its rows: every row takes part in
+    each of the loop's steps, as many as the longest row added."""
+    return cls(int(lengths.sum()), len(lengths) * int(lengths.max(initial=0)))
+
 
 class DecodeState(NamedTuple):
   """Where every row stands: its cache, the logits for its next token, its prompt length."""
@@ -315,7 +321,7 @@ def decode_to_end(graphdef, params, state: DecodeState, keys, live: np.ndarray,
                          tuple(stop_ids), width, sharding, exit_below)
     tokens, log_probs, lengths, stopped, capped = jax.device_get(step)
     if work is not None:
-      work.add(Work(int(lengths.sum()), len(lengths) * int(lengths.max(initial=0))))
+      work.add(Work.of_call(lengths))
     for j in np.flatnonzero(mine):
       r, start, k = rows[j], out.lengths[rows[j]], lengths[j]
       out.tokens[r, start:start + k] = tokens[j, :k]

@@ -206,16 +206,15 @@ class Decoder:
         tuple(self.step_end_ids) + (self.eos_id,), self.max_step_tokens, pol.sharding,
         self.exit_below)
     lengths = np.asarray(step.lengths)
-    steps = int(lengths.max(initial=0))  # the loop's token steps
     # The verifier reads the tokens the call made (a power of two of them: few shapes), not
     # max_step_tokens whatever the call made: most calls return early.
-    width = min(self.max_step_tokens, sampler.power_of_two_at_least(max(steps, 2)))
+    width = min(self.max_step_tokens,
+                sampler.power_of_two_at_least(max(int(lengths.max(initial=0)), 2)))
     scored = verifier.score_tokens(ver.graphdef, ver.params, reader, step.tokens[:, :width],
                                    step.lengths, ver.sharding, self.likelihood)
     host = jax.device_get((step.tokens[:, :width], step.lengths, step.stopped, step.capped,
                            scored.probs))
-    self.work.live_tokens += int(lengths.sum())
-    self.work.row_tokens += len(lengths) * steps  # a row each loop step
+    self.work.add(Work.of_call(lengths))
     return (policy_state, scored.state), Advanced(*host)
 
   def reorder(self, state, rows):

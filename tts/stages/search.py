@@ -16,7 +16,7 @@ from tts.atomic_files import exists, read_jsonl, write_json_atomic
 from tts.data.tasks import make_task
 from tts.model.sharding import DecodeSharding, decode_sharding
 from tts.scaling import bootstrap
-from tts.search import methods, results, tree
+from tts.search import methods, results, sampler, tree
 from tts.search.methods import MethodConfig
 from tts.search.sampler import SamplingConfig, pad_prompts
 from tts.search.verifier import STEP_AGGREGATIONS, VerifierConfig, check_finite_readings
@@ -209,7 +209,7 @@ def run(ctx) -> dict:
   jobs = list(method_configs(cfg).items())
   method_budgets = {name: sorted(m.budgets or s.budgets) for name, m in jobs}
   records = {}  # method -> budget -> records
-  work = tree.Work()  # every decode call of this run, all processes
+  work = sampler.Work()  # every decode call of this run, all processes
   progress = tqdm(total=sum(map(len, method_budgets.values())), desc="search",
                   disable=not ctx.is_main)
   for name, method in jobs:
@@ -232,11 +232,11 @@ def run(ctx) -> dict:
     # best-of-N: one run at the largest missing budget serves every smaller one.
     for n in (missing[-1:] if method.kind == "best_of_n" else missing):
       progress.set_postfix_str(f"{name} n={n}")
-      tally = tree.Work()
+      tally = sampler.Work()
       found = methods.run(dataclasses.replace(decoder, work=tally),
                           methods.tree_shape(method, n), [prompts[i] for i in mine],
                           keys[mine.start:mine.stop], s.rows_per_batch, verifier[2])
-      tally = tree.Work(*hosts.summed([tally.live_tokens, tally.row_tokens]))
+      tally = sampler.Work(*hosts.summed([tally.live_tokens, tally.row_tokens]))
       work.add(tally)
       for q, r in zip(questions[mine.start:mine.stop], found):
         check_finite_readings([r.prompt_score] + [x for c in r.candidates for x in c.step_scores],

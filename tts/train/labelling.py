@@ -102,11 +102,10 @@ def _label_batch(task, policy, examples, solutions, prefixes, rollouts, sampling
   rows = np.asarray(plan_rows + [0] * fill, np.int32)
   cuts = np.asarray(plan_cuts + [plan_cuts[0]] * fill, np.int32)
   if share_prefixes:
-    needed = {}  # each sequence is read up to its last cut: its last step has no rollout
-    for i, cut in zip(rows, cuts):
-      needed[i] = max(needed.get(i, 0), cut)
-    tokens, lengths = sampler.pad_prompts([s[:needed.get(i, 1)] for i, s in enumerate(seqs)],
-                                          vocab.pad_id, multiple=32)
+    needed = np.ones(len(seqs), np.int32)  # read up to the last cut: the last step has none
+    np.maximum.at(needed, rows, cuts)
+    tokens, lengths = sampler.pad_prompts([s[:n] for s, n in zip(seqs, needed)], vocab.pad_id,
+                                          multiple=32)
     state = sampler.prefill_branches(policy.graphdef, policy.params, tokens, lengths, rows,
                                      cuts, prompt_lengths, capacity, policy.sharding)
   else:
@@ -121,12 +120,12 @@ def _label_batch(task, policy, examples, solutions, prefixes, rollouts, sampling
   out = sampler.decode_to_end(policy.graphdef, policy.params, state, rollout_keys(key, ids),
                               live, sampling, (vocab.eos_id,), policy.sharding,
                               work=work)
-  out_tokens, out_lengths = out.tokens, out.lengths
   for i, (k, j, _) in enumerate(plan):
     s = solutions[k]
-    text = vocab.decode(s.tokens[:s.step_ends[j] + 1] + out_tokens[i, :out_lengths[i]].tolist())
+    text = vocab.decode(s.tokens[:s.step_ends[j] + 1] + out.tokens[i, :out.lengths[i]].tolist())
     s.rollouts_correct[j] += bool(task.is_correct(text, examples[s.question]))
-  return int(out_lengths[:len(plan)].sum())
+  return int(out.lengths[:len(plan)].sum())
+
 
 def sample_solutions(task, policy: LoadedModel, examples: list[dict], questions: list[int],
                      samples: int, sampling: SamplingConfig, key, batch_size: int,
