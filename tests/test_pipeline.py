@@ -196,3 +196,21 @@ def test_log_lines_carry_the_process_index(tmp_path, capsys):
     logging.getLogger(logs.NAME).handlers.clear()
   lines = capsys.readouterr().err.splitlines()
   assert any(re.fullmatch(r"\d\d:\d\d:\d\d p3 \[first\] running", line) for line in lines), lines
+
+
+def test_records_are_read_by_every_process_before_force_deletes_them(tmp_path, monkeypatch):
+  """With --force, process 0 deletes a stage's files only after a barrier that follows every
+  process's read of them (a process that read done.json while it was deleted failed)."""
+  ctx = pipeline.Context(_config(), str(tmp_path))
+  pipeline.run_stages(_stages([]), ctx, log=lambda *_: None)
+  events = []
+  read_record, remove_tree = pipeline.read_record, pipeline.remove_tree
+  monkeypatch.setattr(pipeline, "sync", lambda name: events.append("sync"))
+  monkeypatch.setattr(pipeline, "read_record",
+                      lambda *a: events.append("read") or read_record(*a))
+  monkeypatch.setattr(pipeline, "remove_tree",
+                      lambda d: events.append("remove") or remove_tree(d))
+  pipeline.run_stages(_stages([]), ctx, only="second", force=True, log=lambda *_: None)
+  removal = events.index("remove")
+  last_read = max(i for i, e in enumerate(events[:removal]) if e == "read")
+  assert "sync" in events[last_read:removal]

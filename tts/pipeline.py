@@ -200,6 +200,9 @@ def run_stages(stages: list[Stage], ctx: Context, only: str | None = None, force
       log(f"[{stage.name}] done already, skipped ({directory}/done.json)")
       summaries[stage.name] = record["summary"]
       continue
+    # Every process has read the records before process 0 deletes them (--force); otherwise
+    # another process may find done.json listed and then gone.
+    sync(f"tts: {stage.name} checked")
     if force and record and ctx.is_main:
       remove_tree(directory)
     if ctx.is_main:
