@@ -73,10 +73,10 @@ class RefeedEngine:
         (step.tokens, step.lengths, step.stopped, step.capped))
     new = [s + step_tokens[i, :step_lengths[i]].tolist() for i, s in enumerate(seqs)]
     values = self.read(new)
-    probs = np.zeros(step_tokens.shape, np.float32)
-    for i, s in enumerate(seqs):
-      probs[i, :step_lengths[i]] = values[i, len(s):len(s) + step_lengths[i]]
-    return (new, prompt_lengths), Advanced(step_tokens, step_lengths, stopped, capped, probs)
+    at = verifier.reading_positions(step_tokens, step_lengths, d.eos_id)
+    readings = np.asarray([values[i, len(s) + at[i]] if at[i] >= 0 else 0.0
+                           for i, s in enumerate(seqs)], np.float32)
+    return (new, prompt_lengths), Advanced(step_tokens, step_lengths, stopped, capped, readings)
 
   def reorder(self, state, rows):
     seqs, prompt_lengths = state
@@ -115,10 +115,12 @@ class PrefixCachedEngine:
     seqs = [s + tokens[i, :lengths[i]].tolist() for i, s in enumerate(seqs)]
     reading = np.flatnonzero(live)
     values = self.refeed.read([seqs[i] for i in reading])
-    probs = np.zeros(tokens.shape, np.float32)
+    at = verifier.reading_positions(tokens, lengths, d.eos_id)
+    readings = np.zeros(len(seqs), np.float32)
     for j, i in enumerate(reading):
-      probs[i, :lengths[i]] = values[j, len(seqs[i]) - lengths[i]:len(seqs[i])]
-    return (policy_state, seqs), Advanced(tokens, lengths, stopped, capped, probs)
+      if at[i] >= 0:
+        readings[i] = values[j, len(seqs[i]) - lengths[i] + at[i]]
+    return (policy_state, seqs), Advanced(tokens, lengths, stopped, capped, readings)
 
   def reorder(self, state, rows):
     return sampler.reorder(state[0], rows), [list(state[1][r]) for r in rows]

@@ -55,7 +55,7 @@ class Spy:
   reorder): the rows that took part, which were still open, their rank (step scores
   aggregated by `aggregation`, the last one replaced by the reading at the end of a greedy
   lookahead rollout when there was one) and the parents kept. Per row: its tokens and step
-  readings, carried across reorders. `mutate(probs) -> probs` may alter what the verifier
+  readings, carried across reorders. `mutate(readings) -> readings` may alter what the verifier
   says; `max_calls` turns a search that never ends into a failure.
   """
 
@@ -78,27 +78,28 @@ class Spy:
     self.took_part = np.zeros(rows, bool)
     self.ended = np.zeros(rows, bool)
     self.after = [None] * rows
-    self.pending = [([], []) for _ in range(rows)]  # a step in progress: tokens, probs
+    self.pending = [([], None) for _ in range(rows)]  # a step in progress: tokens, reading
 
   def advance(self, state, keys, live, greedy):
     if len(self.calls) >= self.max_calls:
       raise AssertionError(f"the search made {self.max_calls} decode calls: it does not end")
     state, step = self.engine.advance(state, keys, live, greedy)
     if self.mutate is not None:
-      step = step._replace(probs=self.mutate(step.probs))
+      step = step._replace(readings=self.mutate(step.readings))
     self.calls.append({"greedy": greedy, "live": live.copy(), "lengths": step.lengths.copy()})
+    read = verifier.reading_positions(step.tokens, step.lengths, self.eos_id) >= 0
     for i in np.flatnonzero(live):
       new = step.tokens[i, :step.lengths[i]].tolist()
-      toks, probs = self.pending[i]
+      toks, reading = self.pending[i]
       toks += new
-      probs += step.probs[i, :step.lengths[i]].tolist()
+      reading = float(step.readings[i]) if read[i] else reading
+      self.pending[i] = (toks, reading)
       if not greedy:
         self.took_part[i] = True
         self.tokens[i] = self.tokens[i] + new
       if not (step.stopped[i] or step.capped[i]):
         continue  # the step goes on in the next call
-      reading = verifier.step_reading(probs, toks, self.eos_id)
-      self.pending[i] = ([], [])
+      self.pending[i] = ([], None)
       if greedy:
         self.after[i] = reading if reading is not None else self.after[i]
         continue

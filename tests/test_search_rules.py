@@ -95,8 +95,8 @@ def test_dvts_subtrees_do_not_depend_on_each_other():
   """Scores in subtree 2 turned upside down change subtree 2 only."""
   decoder, m, n = make_decoder(), 2, 4
 
-  def upside_down(probs):
-    out = probs.copy()
+  def upside_down(readings):
+    out = readings.copy()
     rows = np.arange(len(out)) % n >= m  # slots m..2m-1 of every question
     out[rows] = 1.0 - out[rows]
     return out

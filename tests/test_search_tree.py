@@ -102,6 +102,31 @@ def test_incremental_verifier_scores_equal_a_full_pass(decoder):
     np.testing.assert_allclose(step.probs[i, :n_new[i]], full[len(prompt):], atol=1e-5)
 
 
+@pytest.mark.parametrize("likelihood", ("", "mean"))
+def test_reading_where_steps_end_equals_reading_every_token(decoder, likelihood):
+  """The search reads each row once, at its last token that is not an eos (a value head's
+  last layer runs there only): the same reading as at that token when every token is read,
+  and the same verifier state after."""
+  model = decoder.policy if likelihood else decoder.verifier
+  tokens, lengths = sampler.pad_prompts(PROMPTS, PAD, width=8)
+  new = np.array([[4, 3, EOS], [5, 6, 3], [EOS, 0, 0]], np.int32)
+  n_new = np.array([3, 3, 1], np.int32)
+  read_at = verifier.reading_positions(new, n_new, EOS)
+  assert read_at.tolist() == [1, 2, -1]
+  steps = []
+  for at in (None, read_at):
+    scored = verifier.score_prompts(model.graphdef, model.params, tokens, lengths, CAPACITY,
+                                    None, likelihood)
+    steps.append(verifier.score_tokens(model.graphdef, model.params, scored.state, new, n_new,
+                                       None, likelihood, at))
+  every, once = steps
+  assert once.probs.shape == (3, 1)
+  np.testing.assert_allclose(once.probs[:2, 0], np.asarray(every.probs)[[0, 1], [1, 2]],
+                             atol=1e-6)
+  for a, b in zip(jax.tree.leaves(every.state), jax.tree.leaves(once.state)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 @pytest.mark.parametrize("how", verifier.LIKELIHOOD_READINGS)
 def test_incremental_likelihood_readings_equal_a_full_pass(decoder, how):
   """A likelihood verifier fed in two calls, its rows reordered in between, reads what one

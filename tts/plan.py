@@ -152,10 +152,12 @@ def score_step(name: str, cfg: ModelConfig, sharding: DecodeSharding, rows: int,
   """verifier.score_tokens: a verifier reads `new_tokens` more tokens per row of its cache."""
   graphdef, params = abstract_model(cfg, sharding)
   cache = abstract_cache(cfg, rows, capacity, sharding)
-  inputs = (params, cache, abstract_rows((rows, new_tokens), jnp.int32, sharding),
-            abstract_rows((rows,), jnp.int32, sharding))
-  compiled = verifier.score_tokens.lower(graphdef, *inputs, sharding).compile()
-  return measure(name, "score", rows, capacity, compiled, inputs, params, cache=cache)
+  row_ints = lambda: abstract_rows((rows,), jnp.int32, sharding)
+  inputs = (params, cache, abstract_rows((rows, new_tokens), jnp.int32, sharding), row_ints())
+  read_at = row_ints()  # one reading per row, where its step ends, as the search reads
+  compiled = verifier.score_tokens.lower(graphdef, *inputs, sharding, "", read_at).compile()
+  return measure(name, "score", rows, capacity, compiled, inputs + (read_at,), params,
+                 cache=cache)
 
 
 @dataclasses.dataclass(frozen=True)

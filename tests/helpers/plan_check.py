@@ -88,7 +88,8 @@ def reference(cfg) -> dict:
     if name == "prm":
       cache = verifier.score_prompts(graphdef, params, prompts, lengths, capacity, decoding).state
       args = (params, cache, on_rows(jnp.ones((rows, s.max_step_tokens), jnp.int32)), lengths)
-      compiled = verifier.score_tokens.lower(graphdef, *args, decoding).compile()
+      compiled = verifier.score_tokens.lower(graphdef, *args, decoding, "", lengths).compile()
+      args += (lengths,)
       out["prm/score"] = stats(compiled, params=params, kv_cache=cache, inputs=args)
       continue
     state = sampler.prefill(graphdef, params, prompts, lengths, capacity, decoding)

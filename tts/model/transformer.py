@@ -60,6 +60,12 @@ class RMSNorm(nnx.Module):
     return (normed * self.scale[...]).astype(x.dtype)
 
 
+def at_positions(x, index):
+  """Position index[b] of each row b: x [B, T, ...] -> [B, 1, ...]."""
+  index = index.reshape((-1, 1) + (1,) * (x.ndim - 2))
+  return jnp.take_along_axis(x, index.astype(jnp.int32), axis=1)
+
+
 def full_attention(q, k, v, segment_ids=None):
   """Causal self-attention over a whole sequence (training, scoring without a cache):
   q: [B, T, H, Dh], k, v: [B, T, KV, Dh] -> [B, T, H, Dh]. jax.nn.dot_product_attention
@@ -90,9 +96,11 @@ class Attention(nnx.Module):
       self.v_bias = _param(cfg, rngs, zeros, (kv, dh), ("kv_heads", "head_dim"))
     self.cfg = cfg
 
-  def __call__(self, x, positions, layer_cache=None, segment_ids=None):
+  def __call__(self, x, positions, layer_cache=None, segment_ids=None, query_at=None):
     """x: [B, T, D]; positions: int32[B, T]; layer_cache: (keys, values) [B, KV, S, Dh] or None;
-    segment_ids: int32[B, T] (packed rows, no cache): tokens attend only within their segment.
+    segment_ids: int32[B, T] (packed rows, no cache): tokens attend only within their segment;
+    query_at: int32[B] (with a cache): only that position of each row queries, so the output
+    is [B, 1, D]; every position's keys and values still go into the cache.
 
     Without a cache, `full_attention`. With one (decoding), projections run as 2-D matmuls
     and the query groups of each KV head are folded into the query axis, so attention is
@@ -100,17 +108,21 @@ class Attention(nnx.Module):
     equivalent 5-D einsums.
     """
     cfg = self.cfg
-    b, t, d = x.shape
+    b, _, d = x.shape
     kv, dh, groups = cfg.num_kv_heads, cfg.head_dim, cfg.num_heads // cfg.num_kv_heads
-    x2 = x.reshape(b * t, d)
-    def project(w, bias, heads):
-      out = (x2 @ w[...].reshape(d, heads * dh).astype(x.dtype)).reshape(b, t, heads, dh)
+    def project(inputs, w, bias, heads):
+      t = inputs.shape[1]
+      out = (inputs.reshape(b * t, d) @ w[...].reshape(d, heads * dh).astype(x.dtype))
+      out = out.reshape(b, t, heads, dh)
       return out if bias is None else out + bias[...].astype(x.dtype)
     biased = cfg.attention_bias
-    q = project(self.q, self.q_bias if biased else None, cfg.num_heads)
-    k = project(self.k, self.k_bias if biased else None, kv)
-    v = project(self.v, self.v_bias if biased else None, kv)
-    q, k = rotary(q, positions, cfg.rope_theta), rotary(k, positions, cfg.rope_theta)
+    query_pos = positions if query_at is None else at_positions(positions, query_at)
+    q = project(x if query_at is None else at_positions(x, query_at), self.q,
+                self.q_bias if biased else None, cfg.num_heads)
+    k = project(x, self.k, self.k_bias if biased else None, kv)
+    v = project(x, self.v, self.v_bias if biased else None, kv)
+    q, k = rotary(q, query_pos, cfg.rope_theta), rotary(k, positions, cfg.rope_theta)
+    t = q.shape[1]
     out_proj = self.o[...].reshape(-1, d).astype(x.dtype)
     if layer_cache is None:
       out = full_attention(q, k, v, segment_ids).reshape(b * t, -1) @ out_proj
@@ -123,7 +135,7 @@ class Attention(nnx.Module):
     q = q.reshape(b, t, kv, groups, dh).transpose(0, 2, 3, 1, 4).reshape(b, kv, groups * t, dh)
     scores = jnp.einsum("bkqd,bksd->bkqs", q, keys,
                         preferred_element_type=jnp.float32) * dh ** -0.5
-    query_pos = jnp.tile(positions, (1, groups))  # [B, G*T], matching the folded axis
+    query_pos = jnp.tile(query_pos, (1, groups))  # [B, G*T], matching the folded axis
     visible = key_pos[:, None, :] <= query_pos[:, :, None]  # [B, G*T, S]
     # An additive bias, not jnp.where on the scores: on CPU the select over [B, KV, G*T, S]
     # cost more than the attention matmuls themselves in batched decoding.
@@ -159,10 +171,14 @@ class Block(nnx.Module):
     self.mlp = MLP(cfg, rngs)
     self.dropout = cfg.dropout
 
-  def __call__(self, x, positions, layer_cache, dropout_key, segment_ids=None):
-    """x: [B, T, D] -> [B, T, D] and the layer's grown (keys, values)."""
+  def __call__(self, x, positions, layer_cache, dropout_key, segment_ids=None, query_at=None):
+    """x: [B, T, D] -> [B, T, D] ([B, 1, D] with query_at: those positions only, as
+    Attention) and the layer's grown (keys, values)."""
     keys = (None, None) if dropout_key is None else jax.random.split(dropout_key)
-    attn_out, layer_cache = self.attn(self.attn_norm(x), positions, layer_cache, segment_ids)
+    attn_out, layer_cache = self.attn(self.attn_norm(x), positions, layer_cache, segment_ids,
+                                      query_at)
+    if query_at is not None:
+      x = at_positions(x, query_at)
     x = x + _dropout(attn_out, self.dropout, keys[0])
     x = x + _dropout(self.mlp(self.mlp_norm(x)), self.dropout, keys[1])
     return constrain_activation(x, ACTIVATION_AXES), layer_cache
@@ -179,10 +195,10 @@ def stack_blocks(blocks: list[Block]) -> Block:
 
 
 def run_block(graphdef: nnx.GraphDef, remat: str):
-  """(layer_state, x, positions, layer_cache, key, segment_ids) -> Block output, a pure
-  function of one layer's weights, rematerialised under the REMAT policy `remat`."""
-  def run(state, x, positions, layer_cache, key, segment_ids):
-    return nnx.merge(graphdef, state)(x, positions, layer_cache, key, segment_ids)
+  """(layer_state, x, positions, layer_cache, key, segment_ids, query_at) -> Block output, a
+  pure function of one layer's weights, rematerialised under the REMAT policy `remat`."""
+  def run(state, x, positions, layer_cache, key, segment_ids, query_at=None):
+    return nnx.merge(graphdef, state)(x, positions, layer_cache, key, segment_ids, query_at)
   return run if remat == "none" else jax.checkpoint(run, policy=REMAT[remat])
 
 
@@ -220,13 +236,16 @@ class Transformer(nnx.Module):
     return Output(self.logits(hidden), values, cache)
 
   def hidden(self, tokens, cache: KVCache | None = None, num_new=None, dropout_key=None,
-             positions=None, segment_ids=None) -> tuple[jax.Array, KVCache | None]:
+             positions=None, segment_ids=None, read_at=None) -> tuple[jax.Array, KVCache | None]:
     """The final-normed hidden states [B, T, D] and the grown cache (None without one).
 
     tokens: int32[B, T]; num_new: int32[B], how many of the T tokens are real per row
     (right padding during a ragged prefill), default T; dropout_key: None for inference.
     positions / segment_ids: int32[B, T] for packed training rows (several sequences per
-    row, positions restarting at 0 in each); only without a cache."""
+    row, positions restarting at 0 in each); only without a cache. read_at: int32[B], with a
+    cache: the one position of each row to read (a verifier reads where a step ends); the
+    last layer then runs there only (its keys and values still fill the cache), and the
+    hidden states are [B, 1, D]."""
     cfg = self.cfg
     b, t = tokens.shape
     if positions is None:
@@ -234,6 +253,8 @@ class Transformer(nnx.Module):
       positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
     elif cache is not None:
       raise ValueError("positions are given by the cache when decoding; pass one or the other")
+    if read_at is not None and cache is None:
+      raise ValueError("read_at needs a cache (decoding)")
     # The table whole along embed for the lookup (FSDP gathers this weight), so the rows
     # come out split like the batch; from a table split along embed they would be the
     # gathered tokens' embed shards, then reshuffled (an all-to-all of activations).
@@ -256,8 +277,9 @@ class Transformer(nnx.Module):
         state = jax.tree.map(lambda w: w[i], state)
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
       key = None if layer_keys is None else layer_keys[i]
+      query_at = read_at if i == cfg.num_layers - 1 else None
       x, (k, v) = run_block(graphdef, cfg.remat)(state, x, positions, layer_cache, key,
-                                                 segment_ids)
+                                                 segment_ids, query_at)
       new_keys.append(k)
       new_values.append(v)
     if cache is not None:

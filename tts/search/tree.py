@@ -84,7 +84,9 @@ class Advanced(NamedTuple):
   lengths: np.ndarray  # int32[B]
   stopped: np.ndarray  # bool[B], ended on a step-end token or eos
   capped: np.ndarray  # bool[B], holds max_new_tokens: cannot go on
-  probs: np.ndarray  # float32[B, T], the verifier's reading after each token
+  # float32[B]: the verifier's reading after the call's last token that is not an eos
+  # (verifier.reading_positions; meaningless for a row that made no such token)
+  readings: np.ndarray
 
 
 class Engine(Protocol):
@@ -210,10 +212,12 @@ class Decoder:
     # max_step_tokens whatever the call made: most calls return early.
     width = min(self.max_step_tokens,
                 sampler.power_of_two_at_least(max(int(lengths.max(initial=0)), 2)))
-    scored = verifier.score_tokens(ver.graphdef, ver.params, reader, step.tokens[:, :width],
-                                   step.lengths, ver.sharding, self.likelihood)
-    host = jax.device_get((step.tokens[:, :width], step.lengths, step.stopped, step.capped,
-                           scored.probs))
+    tokens = step.tokens[:, :width]
+    read_at = verifier.reading_positions(tokens, step.lengths, self.eos_id)
+    scored = verifier.score_tokens(ver.graphdef, ver.params, reader, tokens, step.lengths,
+                                   ver.sharding, self.likelihood, read_at)
+    host = jax.device_get((tokens, step.lengths, step.stopped, step.capped,
+                           scored.probs[:, 0]))
     self.work.add(Work.of_call(lengths))
     return (policy_state, scored.state), Advanced(*host)
 
@@ -247,20 +251,21 @@ def whole_steps(engine: Engine, state, keys, live: np.ndarray, greedy: bool,
   """Advances every live row to the end of its step, calling the engine again for rows
   whose step was cut by its max_step_tokens. Every call's tokens count as work."""
   tokens = [[] for _ in range(len(live))]
-  probs = [[] for _ in range(len(live))]
+  readings = [None] * len(live)
   capped = np.zeros_like(live)
   pending = live.copy()
   while pending.any():
     state, step = engine.advance(state, keys, pending, greedy)
+    read = verifier.reading_positions(step.tokens, step.lengths, engine.eos_id) >= 0
     for i in np.flatnonzero(pending):
       n = int(step.lengths[i])
       tokens[i] += step.tokens[i, :n].tolist()
-      probs[i] += step.probs[i, :n].tolist()
+      if read[i]:  # the step's reading so far: at its last token that is not an eos
+        readings[i] = float(step.readings[i])
       capped[i] = step.capped[i]
       pending[i] = not (step.stopped[i] or step.capped[i])
       counts[i // width].generated_tokens += n
       counts[i // width].verifier_tokens += n
-  readings = [verifier.step_reading(p, t, engine.eos_id) for p, t in zip(probs, tokens)]
   return state, WholeSteps(tokens, readings, capped)
 
 

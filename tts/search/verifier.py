@@ -90,7 +90,7 @@ def likelihood_reading(log_prob, tokens, lowest, how: str) -> jax.Array:
 
 class Scores(NamedTuple):
   state: KVCache | LikelihoodState  # the verifier's rows (a value-head verifier: its cache)
-  probs: jax.Array  # float32[B, T]: the reading after each new token
+  probs: jax.Array  # float32[B, T]: the reading after each new token ([B, 1]: at read_at)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "capacity", "sharding", "likelihood"))
@@ -101,8 +101,8 @@ def score_prompts(graphdef, params, prompts, prompt_lengths, capacity: int,
   likelihood: "" for a value head, else how a likelihood verifier reads (LIKELIHOOD_READINGS)."""
   model = nnx.merge(graphdef, params)
   cache = init_cache(model.cfg, prompts.shape[0], capacity, sharding)
-  hidden, cache = model.hidden(prompts, cache, num_new=prompt_lengths)
-  last = jnp.take_along_axis(hidden, (prompt_lengths - 1)[:, None, None], axis=1)
+  # The last layer runs at each prompt's last token only.
+  last, cache = model.hidden(prompts, cache, num_new=prompt_lengths, read_at=prompt_lengths - 1)
   if not likelihood:
     return Scores(shard_cache(cache, sharding), jax.nn.sigmoid(model.values(last)))
   zeros = jnp.zeros((prompts.shape[0],), jnp.float32)
@@ -112,15 +112,30 @@ def score_prompts(graphdef, params, prompts, prompt_lengths, capacity: int,
   return Scores(sampler.pin(state, sharding), reading[:, None])
 
 
+def reading_positions(tokens, lengths, eos_id: int):
+  """Where a verifier reads each row's new tokens (int32[B]): at the last one that is not a
+  trailing eos (it reads a step where its text ends); -1 where the row has none (no tokens,
+  or an eos alone: no new text to read).
+  tokens: int32[B, T], lengths: int32[B] (numpy or jax arrays)."""
+  xp = jnp if isinstance(tokens, jax.Array) else np
+  last = xp.take_along_axis(tokens, xp.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
+  return (lengths - 1 - ((lengths > 0) & (last == eos_id))).astype(xp.int32)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "sharding", "likelihood"),
                    donate_argnames=("state",))
 def score_tokens(graphdef, params, state: KVCache | LikelihoodState, tokens, lengths,
-                 sharding: DecodeSharding | None = None, likelihood: str = "") -> Scores:
+                 sharding: DecodeSharding | None = None, likelihood: str = "",
+                 read_at=None) -> Scores:
   """Appends each row's `lengths` new tokens to the verifier's rows and reads every one (a
-  step may end at any of them). Consumes `state`. likelihood: as in score_prompts."""
+  step may end at any of them), or only position `read_at` of each row (int32[B], clipped
+  to 0; `reading_positions`): a value head's last layer then runs there alone, which
+  saves most of that layer. Consumes `state`. likelihood: as in score_prompts."""
   model = nnx.merge(graphdef, params)
+  at = None if read_at is None else jnp.maximum(read_at, 0)
   if not likelihood:
-    hidden, cache = model.hidden(tokens, shard_cache(state, sharding), num_new=lengths)
+    hidden, cache = model.hidden(tokens, shard_cache(state, sharding), num_new=lengths,
+                                 read_at=at)
     return Scores(shard_cache(cache, sharding), jax.nn.sigmoid(model.values(hidden)))
   state = sampler.pin(state, sharding)
   hidden, cache = model.hidden(tokens, state.cache, num_new=lengths)
@@ -137,14 +152,9 @@ def score_tokens(graphdef, params, state: KVCache | LikelihoodState, tokens, len
   probs = likelihood_reading(log_prob, count, lowest, likelihood)
   last = jnp.take_along_axis(logits, lengths[:, None, None], axis=1)[:, 0]
   state = LikelihoodState(cache, last, log_prob[:, -1], count[:, -1], lowest[:, -1])
+  if at is not None:
+    probs = jnp.take_along_axis(probs, at[:, None], axis=1)
   return Scores(sampler.pin(state, sharding), probs)
-
-
-def step_reading(probs, tokens, eos_id: int) -> float | None:
-  """The reading at a step's last token, a trailing eos not counted (the verifier reads a
-  step where its text ends); None for a step that is only an eos (no new text to read)."""
-  n = len(tokens) - 1 if tokens and tokens[-1] == eos_id else len(tokens)
-  return float(probs[n - 1]) if n > 0 else None
 
 
 def check_finite_readings(scores, where: str, field: str):
@@ -175,7 +185,7 @@ def aggregate(step_scores: list[float], how: str) -> float:
 def final_readings(model, sequences: list[list[int]], eos_id: int, pad_id: int,
                    batch_size: int, multiple: int = 64) -> np.ndarray:
   """The verifier's reading after the last token of each whole sequence (prompt + answer),
-  a trailing eos not counted, as in `step_reading`: float32[len(sequences)]. Fixed-size
+  a trailing eos not counted, as in `reading_positions`: float32[len(sequences)]. Fixed-size
   batches, padded to a `multiple` of tokens (few shapes to compile)."""
   trimmed = [s[:-1] if len(s) > 1 and s[-1] == eos_id else s for s in sequences]
   out = []
