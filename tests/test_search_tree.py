@@ -292,3 +292,28 @@ def test_a_call_that_returns_early_gives_the_same_steps():
   assert steps.readings == pytest.approx(whole.readings, abs=1e-6)
   assert split.live_tokens == one.live_tokens
   assert split.row_tokens < one.row_tokens
+
+
+@pytest.mark.parametrize("live_rows", [range(8), range(7)], ids=["moved-rows-live", "one-not"])
+def test_a_selection_taken_with_the_live_rows_equals_one_carried_out_first(decoder, live_rows):
+  """`reorder` only records a beam selection; the next advance takes each live row from the
+  row it continues (or moves the rows first when a moved row is not live). Either way the
+  step, its readings and every cache row equal those of the selection copied at once."""
+  d = dataclasses.replace(decoder, exit_below=0.0)
+  state, _ = d.start(PROMPTS, 8)
+  counts = [tree.Counts() for _ in PROMPTS]
+  state, _ = tree.whole_steps(d, state, _keys(24), np.ones(24, bool), False, counts, 8)
+  selection = np.arange(24)
+  selection[:8] = tree.fan_out([5, 2], 8)  # question 0 keeps two rows
+  live = np.zeros(24, bool)
+  live[list(live_rows)] = True
+  copied = tree.DecoderRows(sampler.reorder(jax.tree.map(jnp.copy, state.policy), selection),
+                            sampler.reorder(jax.tree.map(jnp.copy, state.reader), selection))
+  later = _keys(24, seed=1)
+  got, got_step = d.advance(d.reorder(state, selection), later, live, False)
+  want, want_step = d.advance(copied, later, live, False)
+  assert got.source is None
+  for g, w in zip(got_step, want_step):
+    np.testing.assert_array_equal(g[live], w[live])
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))

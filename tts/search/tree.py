@@ -113,6 +113,14 @@ class Engine(Protocol):
 LIVE_BATCH_MAX = 0.75
 
 
+class DecoderRows(NamedTuple):
+  """The Decoder's state: the policy's and the verifier's rows, and a beam selection not
+  yet carried out (row i is row source[i] of the two; None: row i)."""
+  policy: sampler.DecodeState
+  reader: object  # the verifier's KVCache, or a likelihood verifier's row state
+  source: np.ndarray | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class Decoder:
   """The Engine of real runs: jitted, cached, batched over questions x candidates.
@@ -128,6 +136,10 @@ class Decoder:
   decode call returns once fewer than `exit_below` of its rows still run; the rows whose
   step goes on continue in the next, smaller batch. `work` tallies how many of the
   decoded row-tokens were live.
+
+  A beam selection (`reorder`) copies no cache row itself: the next `advance` takes each
+  live row from the row it continues when it takes the live rows out anyway, and moves
+  rows in place only when every row decodes (or a moved row is not live).
   """
   policy: LoadedModel
   verifier: LoadedModel
@@ -157,33 +169,37 @@ class Decoder:
     scored = verifier.score_prompts(ver.graphdef, ver.params, tokens, lengths, capacity,
                                     ver.sharding, self.likelihood)
     fan_out = np.repeat(np.arange(len(prompts)), width)
-    rows = (sampler.reorder(state, fan_out, pol.sharding),
-            sampler.reorder(scored.state, fan_out, ver.sharding))
+    rows = DecoderRows(sampler.reorder(state, fan_out, pol.sharding),
+                       sampler.reorder(scored.state, fan_out, ver.sharding))
     return rows, np.asarray(scored.probs[:, 0])[fan_out]
 
   def advance(self, state, keys, live, greedy):
-    policy_state, reader = state
-    cache = policy_state.cache  # the verifier's rows hold the same tokens
-    longest = int(np.max(np.where(live, np.asarray(cache.lengths), 0)))
-    capacity = self.capacity(longest + self.max_step_tokens)
     pol, ver = self.policy, self.verifier
+    n = len(live)
+    source = np.arange(n) if state.source is None else state.source
+    cache = state.policy.cache  # the verifier's rows hold the same tokens
+    longest = int(np.max(np.where(live, np.asarray(cache.lengths)[source], 0)))
+    capacity = self.capacity(longest + self.max_step_tokens)
     if capacity > cache.max_len:
-      policy_state = sampler.grow(policy_state, capacity, pol.sharding)
-      reader = sampler.grow(reader, capacity, ver.sharding)
+      state = state._replace(policy=sampler.grow(state.policy, capacity, pol.sharding),
+                             reader=sampler.grow(state.reader, capacity, ver.sharding))
     rows = np.flatnonzero(live)
-    size = self._batch_size(len(rows), len(live))
-    if size == len(live):
-      return self._decode((policy_state, reader), keys, jnp.asarray(live), greedy)
-    index = np.full(size, len(live), np.int32)  # past the last row: padding
+    size = self._batch_size(len(rows), n)
+    if size == n or np.any((source != np.arange(n)) & ~live):
+      state, source = self._settled(state), np.arange(n)
+    if size == n:
+      return self._decode(state, keys, jnp.asarray(live), greedy)
+    index = np.full(size, n, np.int32)  # past the last row: padding
     index[:len(rows)] = rows
-    taken = np.minimum(index, len(live) - 1)  # the padding decodes nothing
-    part = (sampler.reorder(policy_state, taken, pol.sharding),
-            sampler.reorder(reader, taken, ver.sharding))
+    taken = np.minimum(index, n - 1)  # the padding decodes nothing
+    part = DecoderRows(sampler.reorder(state.policy, source[taken], pol.sharding),
+                       sampler.reorder(state.reader, source[taken], ver.sharding))
     part, step = self._decode(part, sampler.take_rows(keys, taken),
-                              jnp.asarray(index < len(live)), greedy)
-    state = (sampler.put_rows(policy_state, part[0], index, pol.sharding),
-             sampler.put_rows(reader, part[1], index, ver.sharding))
-    whole = Advanced(*(np.zeros((len(live),) + x.shape[1:], x.dtype) for x in step))
+                              jnp.asarray(index < n), greedy)
+    # Every row a selection moved is live, so writing the live rows back carries it out.
+    state = DecoderRows(sampler.put_rows(state.policy, part.policy, index, pol.sharding),
+                        sampler.put_rows(state.reader, part.reader, index, ver.sharding))
+    whole = Advanced(*(np.zeros((n,) + x.shape[1:], x.dtype) for x in step))
     for full, piece in zip(whole, step):
       full[rows] = piece[:len(rows)]
     return state, whole
@@ -199,8 +215,9 @@ class Decoder:
     return min(rows, -(-size // shards) * shards)
 
   def _decode(self, state, keys, live, greedy):
-    """One decode call over the rows of `state`, the new tokens read by the verifier."""
-    policy_state, reader = state
+    """One decode call over the rows of `state` (no selection pending), the new tokens read
+    by the verifier."""
+    policy_state, reader, _ = state
     pol, ver = self.policy, self.verifier
     sampling = dataclasses.replace(self.sampling, temperature=0.0) if greedy else self.sampling
     policy_state, step = sampler.decode(
@@ -219,14 +236,23 @@ class Decoder:
     host = jax.device_get((tokens, step.lengths, step.stopped, step.capped,
                            scored.probs[:, 0]))
     self.work.add(Work.of_call(lengths))
-    return (policy_state, scored.state), Advanced(*host)
+    return DecoderRows(policy_state, scored.state), Advanced(*host)
 
   def reorder(self, state, rows):
-    return (sampler.reorder(state[0], rows, self.policy.sharding),
-            sampler.reorder(state[1], rows, self.verifier.sharding))
+    """Records the selection; `advance` carries it out (see the class docstring)."""
+    rows = np.asarray(rows, np.int32)
+    return state._replace(source=rows if state.source is None else state.source[rows])
+
+  def _settled(self, state):
+    """`state` with its pending selection carried out: the moved rows copied in place."""
+    if state.source is None:
+      return state
+    return DecoderRows(sampler.reorder(state.policy, state.source, self.policy.sharding),
+                       sampler.reorder(state.reader, state.source, self.verifier.sharding))
 
   def fork(self, state):
-    return jax.tree.map(jnp.copy, state)
+    return state._replace(policy=jax.tree.map(jnp.copy, state.policy),
+                          reader=jax.tree.map(jnp.copy, state.reader))
 
 
 @functools.partial(jax.jit, static_argnames=("width",))
