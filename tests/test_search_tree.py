@@ -317,3 +317,18 @@ def test_a_selection_taken_with_the_live_rows_equals_one_carried_out_first(decod
     np.testing.assert_array_equal(g[live], w[live])
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_the_verifier_reads_two_token_counts_at_most(decoder, monkeypatch):
+  """Each count of new tokens the verifier reads is one more program per batch size and
+  cache capacity: a call's new tokens are read as a power of two of at least half of
+  max_step_tokens (4 here), or max_step_tokens (6)."""
+  widths = set()
+  score_tokens = verifier.score_tokens
+  def recording(graphdef, params, state, tokens, *args, **kwargs):
+    widths.add(tokens.shape[1])
+    return score_tokens(graphdef, params, state, tokens, *args, **kwargs)
+  monkeypatch.setattr(verifier, "score_tokens", recording)
+  shape = methods.tree_shape(MethodConfig("beam", beam_width=2), 4)
+  tree.search(decoder, PROMPTS, _keys(3), shape)
+  assert widths == {4, 6}
