@@ -169,8 +169,7 @@ class Decoder:
     scored = verifier.score_prompts(ver.graphdef, ver.params, tokens, lengths, capacity,
                                     ver.sharding, self.likelihood)
     fan_out = np.repeat(np.arange(len(prompts)), width)
-    rows = DecoderRows(sampler.reorder(state, fan_out, pol.sharding),
-                       sampler.reorder(scored.state, fan_out, ver.sharding))
+    rows = self._take(DecoderRows(state, scored.state), fan_out)
     return rows, np.asarray(scored.probs[:, 0])[fan_out]
 
   def advance(self, state, keys, live, greedy):
@@ -192,8 +191,7 @@ class Decoder:
     index = np.full(size, n, np.int32)  # past the last row: padding
     index[:len(rows)] = rows
     taken = np.minimum(index, n - 1)  # the padding decodes nothing
-    part = DecoderRows(sampler.reorder(state.policy, source[taken], pol.sharding),
-                       sampler.reorder(state.reader, source[taken], ver.sharding))
+    part = self._take(state, source[taken])
     part, step = self._decode(part, sampler.take_rows(keys, taken),
                               jnp.asarray(index < n), greedy)
     # Every row a selection moved is live, so writing the live rows back carries it out.
@@ -247,10 +245,13 @@ class Decoder:
 
   def _settled(self, state):
     """`state` with its pending selection carried out: the moved rows copied in place."""
-    if state.source is None:
-      return state
-    return DecoderRows(sampler.reorder(state.policy, state.source, self.policy.sharding),
-                       sampler.reorder(state.reader, state.source, self.verifier.sharding))
+    return state if state.source is None else self._take(state, state.source)
+
+  def _take(self, state, rows):
+    """Row i of both models' rows is row rows[i] of `state`'s (sampler.reorder: a gather
+    into new buffers, or in-place moves that consume `state` when the row count stays)."""
+    return DecoderRows(sampler.reorder(state.policy, rows, self.policy.sharding),
+                       sampler.reorder(state.reader, rows, self.verifier.sharding))
 
   def fork(self, state):
     return state._replace(policy=jax.tree.map(jnp.copy, state.policy),
